@@ -55,7 +55,7 @@ class DataError(AdvisorError):
 
     `path` is the file or folder at fault. `index` is the index of the
     example at fault, or the line number for errors found while parsing a CSV
-    file; it is None when the problem concerns a whole file or dataset.
+    file. It is None when the problem concerns a whole file or dataset.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Small dataset files in the real on-disk formats, written for tests.
 
-Every image is filled with values derived from its index, so a test can check
-that a loader put each pixel where the format says it belongs.
+Images are seeded random bytes, so a test can regenerate them and check that
+a loader put each pixel where the format specifies.
 """
 
 from __future__ import annotations

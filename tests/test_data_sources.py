@@ -124,6 +124,18 @@ def test_imagefolder_reads_lazily(tmp_path):
     assert np.array_equal(raw.x[3], dog_first.transpose(2, 0, 1))
 
 
+def test_imagefolder_decodes_only_indexed_files(tmp_path):
+    write_image_folder(tmp_path, ["cat", "dog"], per_class=2)
+    raw = load_raw(f"imagefolder:{tmp_path}")
+    # Damage one file after indexing: only reading that example may fail.
+    (tmp_path / "dog" / "001.png").write_bytes(b"not a png")
+
+    assert raw.x[np.array([0, 1, 2])].shape == (3, 3, 5, 6)
+    with pytest.raises(DataError) as caught:
+        raw.x[3]
+    assert caught.value.path == str(tmp_path / "dog" / "001.png")
+
+
 def test_imagefolder_train_test_gray(tmp_path):
     write_image_folder(tmp_path / "train", ["a", "b", "c"], per_class=4, size=(4, 4), mode="L")
     write_image_folder(tmp_path / "test", ["a", "b"], per_class=2, size=(4, 4), mode="L")

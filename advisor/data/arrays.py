@@ -5,8 +5,8 @@ optionally `x_test` with `y_test` (`{target}_test`) for a test split and
 `classes`, a list of class names that the labels index.
 
 Memory: an npz member stored without compression (numpy.savez) is
-memory-mapped, so only the rows that are indexed are read; a compressed one
-(numpy.savez_compressed) is read into memory whole. A .pt file in torch's zip
+memory-mapped, so only the rows that are indexed are read. A compressed
+member (numpy.savez_compressed) is read into memory whole. A .pt file in torch's zip
 format is loaded with mmap=True, so its tensors stay on disk until read; the
 legacy format is read whole, and so are bfloat16 and other dtypes numpy lacks.
 """
@@ -127,12 +127,12 @@ def load_pt(spec: str, path: Path, target: str | None = None) -> RawDataset:
         content = tuple(content.tensors)
     if isinstance(content, (tuple, list)):
         if len(content) != 2:
-            raise DataError(spec, f"{path} holds a sequence of {len(content)} items, expected (inputs, targets)", _FIX_PT, path=str(path))
+            raise DataError(spec, f"{path} contains a sequence of {len(content)} items, expected (inputs, targets)", _FIX_PT, path=str(path))
         if target is not None:
-            raise DataError(spec, f"{path} holds (inputs, targets) without keys, so --target {target} names nothing", "Drop --target.", path=str(path))
+            raise DataError(spec, f"{path} contains (inputs, targets) without keys, so --target {target} matches nothing", "Drop --target.", path=str(path))
         content = {"x": content[0], "y": content[1]}
     if not isinstance(content, dict):
-        raise DataError(spec, f"{path} holds a {type(content).__name__}", _FIX_PT, path=str(path))
+        raise DataError(spec, f"{path} contains a {type(content).__name__}", _FIX_PT, path=str(path))
 
     keys = sorted(str(key) for key in content)
     arrays = {key: _tensor_to_numpy(value) for key, value in content.items() if key in ("x", target_key, "x_test", f"{target_key}_test", "classes")}

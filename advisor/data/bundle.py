@@ -1,4 +1,4 @@
-"""Datasets as the rest of the advisor sees them.
+"""Dataset containers passed from the sources to the analysis.
 
 A `RawDataset` may hold file-backed inputs (see `advisor.data.lazy`); a
 `Dataset` holds normalized float32 arrays in memory.
@@ -18,7 +18,7 @@ class RawDataset:
     """Arrays as a source provides them, before splitting and normalization.
 
     `x` has shape (N, C, H, W) for images or (N, F) for tabular data, any real
-    dtype; it is an `np.ndarray` or a row-indexed lazy array from
+    dtype. It is an `np.ndarray` or a row-indexed lazy array from
     `advisor.data.lazy`. `task` is "classification" when the source declares
     classes, and then `y` holds integer class indices (N,) into `class_names`.
     `task` is None when the source cannot tell (npz, pt, csv), and then `y`

@@ -96,7 +96,7 @@ def _unpickle(spec: str, path: Path) -> dict[str, Any]:
             spec, f"{path} is not a readable CIFAR pickle ({error})", "Replace it with the file from the CIFAR python archive.", path=str(path)
         ) from error
     if not isinstance(content, dict):
-        raise DataError(spec, f"{path} holds a {type(content).__name__}, expected a dict", "Replace it with the file from the CIFAR python archive.", path=str(path))
+        raise DataError(spec, f"{path} contains a {type(content).__name__}, expected a dict", "Replace it with the file from the CIFAR python archive.", path=str(path))
     return {key.decode("latin1") if isinstance(key, bytes) else key: value for key, value in content.items()}
 
 

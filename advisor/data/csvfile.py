@@ -6,9 +6,9 @@ column is the last one unless `--target` names another, by header name or by
 must be numeric; "nan" and "inf" parse as floats and are then rejected by
 validation with their line number. Blank lines are skipped.
 
-The file is read into memory whole, as Python strings first, so a CSV file
-takes several times its size in memory while it is parsed; use npz for data
-that does not fit.
+The file is read into memory whole, as Python strings first, so parsing
+takes several times the file's size in memory. Use npz for data that does
+not fit.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def _read_headers(spec: str, paths: list[Path]) -> tuple[int, int, int]:
             )
         all_gray = all_gray and mode in _GRAY_MODES
     if reference is None:
-        raise DataError(spec, "the image folder holds no images", "Add images in one sub-folder per class.")
+        raise DataError(spec, "the image folder contains no images", "Add images in one sub-folder per class.")
     width, height = reference[1]
     return (1 if all_gray else 3), height, width
 
@@ -81,7 +81,7 @@ def load_image_folder(spec: str, root: Path) -> RawDataset:
     for index, name in enumerate(class_names):
         if not (train_labels == index).any():
             raise DataError(
-                spec, f"class folder {train_dir / name} holds no images (extensions {', '.join(IMG_EXTENSIONS)})",
+                spec, f"class folder {train_dir / name} contains no images (extensions {', '.join(IMG_EXTENSIONS)})",
                 "Add images to it or remove the folder.", path=str(train_dir / name),
             )
 
@@ -96,7 +96,7 @@ def load_image_folder(spec: str, root: Path) -> RawDataset:
             )
         test_paths, test_labels = _scan_split(test_dir, class_to_index)
         if not test_paths:
-            raise DataError(spec, f"{test_dir} holds no images", "Add test images or remove the test folder.", path=str(test_dir))
+            raise DataError(spec, f"{test_dir} contains no images", "Add test images or remove the test folder.", path=str(test_dir))
 
     channels, height, width = _read_headers(spec, train_paths + test_paths)
     x = ImageFiles(spec, train_paths, channels=channels, height=height, width=width)

@@ -1,9 +1,9 @@
 """Arrays whose examples are read from disk only when they are indexed.
 
-The inputs of a `RawDataset` may be any row-indexed array: an object with
-`shape`, `ndim`, `dtype`, `__len__` and a `__getitem__` that takes an integer,
-a slice or a sorted integer index array over the first axis and returns an
-in-memory numpy array. `np.ndarray` and `np.memmap` qualify, and so do the two
+The inputs of a `RawDataset` may be any row-indexed array. Such an object has
+`shape`, `ndim`, `dtype` and `__len__`, and its `__getitem__` takes an
+integer, a slice or a sorted integer index array over the first axis and
+returns an in-memory numpy array. `np.ndarray` and `np.memmap` qualify, and so do the two
 classes here:
 
 - `ImageFiles` decodes one image file per example at read time, so an image

@@ -1,7 +1,7 @@
 """SVHN cropped digits: `train_32x32.mat` and `test_32x32.mat` (MATLAB v5 files).
 
-Each file holds `X`, uint8 images of shape (32, 32, 3, N), and `y`, labels of
-shape (N, 1) from 1 to 10, where 10 stands for the digit 0. The files are read
+Each file contains `X`, uint8 images of shape (32, 32, 3, N), and `y`, labels of
+shape (N, 1) from 1 to 10, where 10 means the digit 0. The files are read
 with scipy.io.loadmat, which reads a whole file into memory (the training
 file is 182 MB). `extra_32x32.mat` is not read.
 torchvision's SVHN reader is not used because it accepts only files whose MD5
@@ -39,7 +39,7 @@ def _read_mat(spec: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(spec, f"{path} has X of shape {images.shape}, expected (32, 32, 3, N)", "Use the cropped-digit files (*_32x32.mat).", path=str(path))
     labels = labels.reshape(-1)
     if labels.shape[0] != images.shape[3]:
-        raise DataError(spec, f"{path} holds {images.shape[3]} images but {labels.shape[0]} labels", "Replace it with the file from the SVHN site.", path=str(path))
+        raise DataError(spec, f"{path} contains {images.shape[3]} images but {labels.shape[0]} labels", "Replace it with the file from the SVHN site.", path=str(path))
 
     outside = (labels < 1) | (labels > 10)
     if outside.any():
@@ -55,7 +55,7 @@ def _read_mat(spec: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load_svhn_folder(spec: str, folder: Path) -> RawDataset:
     """Load the SVHN .mat files in `folder`; the test file alone is enough."""
     if not folder.is_dir():
-        raise DataError(spec, f"{folder} is not a directory", "Pass the folder that holds train_32x32.mat and test_32x32.mat.", path=str(folder))
+        raise DataError(spec, f"{folder} is not a directory", "Pass the folder that contains train_32x32.mat and test_32x32.mat.", path=str(folder))
 
     found = {split: _read_mat(spec, folder / name) for split, name in SPLIT_FILES.items() if (folder / name).is_file()}
     if not found:

@@ -10,7 +10,7 @@ from `--task` or inferred from the stored targets:
 - floats that are not all whole numbers, or several target columns:
   regression;
 - anything else (many distinct integers, whole-number floats) is ambiguous
-  and raises a DataError that asks for `--task`.
+  and raises a DataError whose fix is to pass `--task`.
 
 Classification labels become class indices into the sorted distinct training
 labels, and the labels themselves, as text, become the class names.
