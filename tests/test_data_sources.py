@@ -212,6 +212,16 @@ def test_pt_layouts(tmp_path, layout):
     assert dataset.input_shape == (3,)
 
 
+def test_pt_inputs_stay_memory_mapped(tmp_path):
+    x, y = _features_and_labels()
+    torch.save({"x": torch.from_numpy(x), "y": torch.from_numpy(y)}, tmp_path / "data.pt")
+
+    raw = load_raw(f"pt:{tmp_path / 'data.pt'}")
+
+    assert isinstance(raw.x, RowSubset)
+    assert np.array_equal(raw.x[np.arange(40)], x)
+
+
 def test_pt_regression_standardized(tmp_path):
     x, _ = _features_and_labels()
     targets = (x @ np.array([1.0, -2.0, 0.5], dtype=np.float32))[:, None] * 3.0 + 7.0

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from advisor.data.bundle import RawDataset
+from advisor.data.lazy import RowSubset
 from advisor.errors import DataError
 
 _FIX_NPZ = "Save the arrays with numpy.savez(FILE, x=inputs, y=targets)."
@@ -123,6 +124,7 @@ def load_pt(spec: str, path: Path, target: str | None = None) -> RawDataset:
 
     target_key = target or "y"
     content = _torch_load(spec, path)
+    memory_mapped = zipfile.is_zipfile(path)
     if isinstance(content, TensorDataset):
         content = tuple(content.tensors)
     if isinstance(content, (tuple, list)):
@@ -136,7 +138,14 @@ def load_pt(spec: str, path: Path, target: str | None = None) -> RawDataset:
 
     keys = sorted(str(key) for key in content)
     arrays = {key: _tensor_to_numpy(value) for key, value in content.items() if key in ("x", target_key, "x_test", f"{target_key}_test", "classes")}
-    return _raw_from_arrays(spec, path, arrays, target_key, keys, _FIX_PT)
+    raw = _raw_from_arrays(spec, path, arrays, target_key, keys, _FIX_PT)
+    if memory_mapped:
+        # The arrays are plain ndarrays over mapped storage, which take_rows
+        # would copy; as row subsets, a seeded split keeps them on disk.
+        raw.x = RowSubset(raw.x, np.arange(raw.x.shape[0]))
+        if raw.x_test is not None:
+            raw.x_test = RowSubset(raw.x_test, np.arange(raw.x_test.shape[0]))
+    return raw
 
 
 def _raw_from_arrays(spec: str, path: Path, arrays: dict[str, Any], target_key: str, keys: list[str], fix: str) -> RawDataset:
