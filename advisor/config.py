@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from advisor.data.targets import TASKS
 from advisor.errors import UnknownChoiceError, UsageError
 from training import BaseAlgorithm, EEConfig
 
@@ -26,6 +27,10 @@ class CheckConfig:
     model_spec: str | None = None
     model_args: dict = field(default_factory=dict)
     data_spec: str = "digits"
+    # None infers the task from the targets; see advisor.data.targets.
+    task: str | None = None
+    # Target column (csv) or array key (npz, pt); None means the default.
+    target: str | None = None
     loss: str = "mse"
     epochs: int = 10
     explore_epochs: int = 5
@@ -54,6 +59,8 @@ class CheckConfig:
         if self.rho_method not in RHO_METHODS:
             raise UnknownChoiceError("--rho-method", self.rho_method, RHO_METHODS,
                                      hint="The matrix-free method (lsqr) is not part of this version.")
+        if self.task is not None and self.task not in TASKS:
+            raise UnknownChoiceError("--task", self.task, TASKS)
         if self.max_samples < 2:
             raise UsageError("--max-samples", self.max_samples, "at least 2 examples")
         if self.structure_samples < 1:

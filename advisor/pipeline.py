@@ -106,7 +106,7 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
     seed_everything(config.seed)
 
     with clock.stage("load data"):
-        dataset = load_dataset(config.data_spec, seed=config.seed)
+        dataset = load_dataset(config.data_spec, seed=config.seed, task=config.task, target=config.target)
     if config.loss == "ce" and dataset.task != "classification":
         raise UsageError("--loss", "ce", "mse for a regression dataset")
 

@@ -24,7 +24,9 @@ def _split_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
 
 def check(
     model: Annotated[Optional[str], typer.Argument(help="Model: path/to/file.py:NAME, torchvision:NAME, or nothing for the built-in residual CNN.")] = None,
-    data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR or fashion-mnist:DIR. Nothing is downloaded.")] = "digits",
+    data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, svhn:DIR, imagefolder:DIR, npz:FILE, pt:FILE or csv:FILE. Nothing is downloaded.")] = "digits",
+    task: Annotated[Optional[str], typer.Option(help="classification or regression; inferred from the targets when unambiguous.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target column of a CSV file (name or 0-based position; default: the last column) or target array key of an npz/pt file (default: y).")] = None,
     model_arg: Annotated[list[str], typer.Option("--model-arg", help="Keyword argument for the model constructor, key=value; repeatable.")] = [],
     loss: Annotated[str, typer.Option(help="Training loss: mse (squared loss, ½‖q−y‖² per example) or ce (cross-entropy on logits).")] = "mse",
     epochs: Annotated[int, typer.Option(help="Epochs of the base run; the EE run uses the same number in total.")] = 10,
@@ -64,7 +66,7 @@ def check(
         formats = _split_list("--format", format, REPORT_FORMATS)
         conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
         config = CheckConfig(
-            model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, loss=loss, epochs=epochs,
+            model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, task=task, target=target, loss=loss, epochs=epochs,
             explore_epochs=explore_epochs, mode=mode, confirm=not no_confirm, rho_method=rho_method, max_samples=max_samples,
             optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, weight_decay=weight_decay,
             rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget, time_budget_s=time_budget, seed=seed, device=device,
