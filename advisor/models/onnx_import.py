@@ -325,7 +325,7 @@ def load_onnx(
     input_shape_override: tuple[int, ...] | None = None,
     reference: str = "auto",
 ) -> LoadedModel:
-    """Load the ONNX model at `path` as a differentiable module for inputs of `input_shape` (per example).
+    """Load the ONNX file at `path` as a differentiable module for inputs of `input_shape` (per example).
 
     With `logits`, trailing Softmax, LogSoftmax and Sigmoid nodes are removed
     first. `reference` picks the runtime the conversion is compared with
@@ -334,11 +334,26 @@ def load_onnx(
     ShapeMismatchError when the graph's input shape differs from the data's.
     """
     model = load_onnx_model(spec, path, max_bytes=max_bytes)
+    return import_onnx_model(spec, model, source=str(path), input_shape=input_shape, logits=logits,
+                             input_shape_override=input_shape_override, reference=reference)
+
+
+def import_onnx_model(
+    spec: str,
+    model: onnx.ModelProto,
+    *,
+    source: str,
+    input_shape: tuple[int, ...],
+    logits: bool = False,
+    input_shape_override: tuple[int, ...] | None = None,
+    reference: str = "auto",
+) -> LoadedModel:
+    """Convert a checked ONNX model (read from `source`) as `load_onnx` describes; `model` is modified."""
     versions = opset_versions(model)
     missing = unsupported_operators(model)
     if missing:
         error = ModelSpecError(
-            spec, f"{len(missing)} node(s) of {path} use operators the ONNX converter does not support: {describe_unsupported(missing)}",
+            spec, f"{len(missing)} node(s) of {source} use operators the ONNX converter does not support: {describe_unsupported(missing)}",
             "Re-export the model with supported operators (a newer opset often helps), or pass the PyTorch source as file.py:NAME.",
         )
         error.unsupported = missing
@@ -369,7 +384,7 @@ def load_onnx(
     try:
         graph_module = convert(model, attach_onnx_mapping=True)
     except Exception as error:  # onnx2torch raises NotImplementedError, KeyError and others for node forms it lacks
-        raise ModelSpecError(spec, f"converting {path} to PyTorch failed ({type(error).__name__}: {error})", "Re-export the model, or pass the PyTorch source as file.py:NAME.") from error
+        raise ModelSpecError(spec, f"converting {source} to PyTorch failed ({type(error).__name__}: {error})", "Re-export the model, or pass the PyTorch source as file.py:NAME.") from error
     sources, n_untied = name_parameters(graph_module, model)
     details["onnx_parameter_sources"] = sources
     if not sources:
