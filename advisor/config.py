@@ -1,0 +1,84 @@
+"""Resolved settings of one `advisor check` run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from advisor.errors import UnknownChoiceError, UsageError
+from training import BaseAlgorithm, EEConfig
+
+RHO_METHODS = ("auto", "exact", "features")
+FAIL_ON = ("structure", "misaligned", "no-convergence")
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Every option that changes a figure of the report.
+
+    `max_samples` caps the analysis subset on which the exact ρ is computed;
+    ρ_S and training always use the whole training split. The default of 256
+    keeps the exact Jacobian of the default model on digits near 1 GB and
+    10 s. `rho_tolerance` is the ρ above which the verdict is misaligned,
+    and `confirm_ratio` the factor by which a run's training loss must fall
+    to count as reaching the global minimum within the budget.
+    """
+
+    model_spec: str | None = None
+    model_args: dict = field(default_factory=dict)
+    data_spec: str = "digits"
+    loss: str = "mse"
+    epochs: int = 10
+    explore_epochs: int = 5
+    mode: str = "practical"
+    confirm: bool = True
+    rho_method: str = "auto"
+    max_samples: int = 256
+    structure_samples: int = 32
+    seed: int = 0
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    rho_tolerance: float = 1e-3
+    confirm_ratio: float = 0.1
+    memory_budget_gb: float = 4.0
+    time_budget_s: float = 120.0
+    # Exact ρ is also measured after every epoch when one measurement is
+    # estimated to take at most this long.
+    per_epoch_exact_s: float = 3.0
+    certified_steps: int = 300
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.rho_method not in RHO_METHODS:
+            raise UnknownChoiceError("--rho-method", self.rho_method, RHO_METHODS,
+                                     hint="The matrix-free method (lsqr) is not part of this version.")
+        if self.max_samples < 2:
+            raise UsageError("--max-samples", self.max_samples, "at least 2 examples")
+        if self.structure_samples < 1:
+            raise UsageError("--structure-samples", self.structure_samples, "at least 1 example")
+        if not 0 < self.rho_tolerance < 1:
+            raise UsageError("--rho-tolerance", self.rho_tolerance, "a number between 0 and 1")
+        if not 0 < self.confirm_ratio < 1:
+            raise UsageError("--confirm-ratio", self.confirm_ratio, "a number between 0 and 1")
+        if self.memory_budget_gb <= 0:
+            raise UsageError("--memory-budget", self.memory_budget_gb, "a positive number of GB")
+        if self.time_budget_s <= 0:
+            raise UsageError("--time-budget", self.time_budget_s, "a positive number of seconds")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise UsageError("--device", self.device, "cpu or cuda[:N]")
+        # Building the training descriptions validates their options even when
+        # no training runs, so --no-confirm rejects the same bad values.
+        self.algorithm()
+        self.ee_config()
+
+    def algorithm(self) -> BaseAlgorithm:
+        return BaseAlgorithm(optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, batch_size=self.batch_size,
+                             weight_decay=self.weight_decay, loss=self.loss)
+
+    def ee_config(self) -> EEConfig:
+        return EEConfig(epochs=self.epochs, explore_epochs=self.explore_epochs, mode=self.mode, certified_steps=self.certified_steps)
+
+    def as_dict(self) -> dict:
+        return asdict(self)

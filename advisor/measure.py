@@ -1,0 +1,107 @@
+"""Alignment measurements along training, delivered to `training` as callbacks."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from advisor.alignment import AlignmentMeasure, exact_rho, last_layer_rho, stack_targets
+from advisor.functional import analysis_copy
+from advisor.progress import ProgressSink
+from advisor.report import AlignmentPoint, CurveItem
+from advisor.trace import ForwardTrace
+from training import Callbacks
+
+
+def squared_loss_sum(model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> float:
+    """Σ_i ½‖f(x_i) − y_i‖² in float64 with the model in eval mode."""
+    work = analysis_copy(model)
+    with torch.no_grad():
+        outputs = torch.cat([work(x[s:s + 512].to(torch.float64)) for s in range(0, x.shape[0], 512)])
+    return float(0.5 * ((outputs.numpy() - targets.astype(np.float64)) ** 2).sum())
+
+
+class AlignmentTracker(Callbacks):
+    """Measures ρ_S after every base epoch and the exact ρ where it is due.
+
+    ρ_S is measured on the whole training split (`rho_s`) and on the
+    analysis subset (`rho_s_analysis`, the bound that the exact ρ on the same
+    examples never exceeds). The exact ρ runs at initialization, at the
+    transition, at the end of the base run, and after every epoch when
+    `exact_every_epoch` is set.
+    """
+
+    def __init__(self, *, x_train: torch.Tensor, targets_train: np.ndarray, x_analysis: torch.Tensor,
+                 targets_analysis: np.ndarray, trace: ForwardTrace, use_exact: bool, exact_every_epoch: bool,
+                 explore_epochs: int, final_epoch: int, skipped_reason: str | None, progress: ProgressSink) -> None:
+        self.x_train = x_train
+        self.targets_train = targets_train
+        self.x_analysis = x_analysis
+        self.targets_analysis = targets_analysis
+        self.trace = trace
+        self.use_exact = use_exact
+        self.exact_every_epoch = exact_every_epoch
+        self.explore_epochs = explore_epochs
+        self.final_epoch = final_epoch
+        self.skipped_reason = skipped_reason
+        self.progress = progress
+        self.points: list[AlignmentPoint] = []
+        self.y_norm_squared = float(np.sum(stack_targets(targets_analysis) ** 2))
+
+    def measure(self, model: nn.Module, stage: str, epoch: int, *, exact: bool) -> AlignmentPoint:
+        whole = last_layer_rho(model, self.x_train, self.targets_train, self.trace)
+        subset = last_layer_rho(model, self.x_analysis, self.targets_analysis, self.trace)
+        n = int(self.x_analysis.shape[0])
+        point = AlignmentPoint(stage=stage, epoch=epoch, n=n, rho_s=whole.rho if whole else None, rho=None,
+                               method="features", converged=True, n_rho_s=int(self.x_train.shape[0]),
+                               rho_s_analysis=subset.rho if subset else None)
+        if exact:
+            measure = exact_rho(model, self.x_analysis, self.targets_analysis)
+            self._fill_exact(point, measure)
+            point.loss = squared_loss_sum(model, self.x_analysis, self.targets_analysis)
+        else:
+            point.skipped_reason = self.skipped_reason or "the exact ρ is measured only at initialization, the transition and the end of the base run"
+        return point
+
+    def _fill_exact(self, point: AlignmentPoint, measure: AlignmentMeasure) -> None:
+        point.rho = measure.rho
+        point.method = "exact"
+        point.rank = measure.rank
+        point.rank_tolerance = measure.rank_tolerance
+        point.sigma_max = measure.sigma_max
+        point.sigma_min = measure.sigma_min
+        point.rho_curve = [CurveItem(eps=c.eps, rho=c.rho, resolved=c.resolved) for c in measure.curve]
+        point.loss_lower_bound = 0.5 * measure.rho**2 * self.y_norm_squared
+        point.singular_values = measure.singular_values
+        point.seconds = measure.seconds
+        point.route = measure.route
+        point.n_rows = measure.n_rows
+        point.n_columns = measure.n_columns
+
+    def _stages(self, epoch: int) -> list[str]:
+        stages = []
+        if epoch == 0:
+            stages.append("init")
+        if epoch == self.explore_epochs:
+            stages.append("transition")
+        if epoch == self.final_epoch and epoch != 0:
+            stages.append("final")
+        return stages or ["epoch"]
+
+    def on_phase_start(self, phase: str, total_steps: int) -> None:
+        self.progress.start_task(phase, total_steps)
+
+    def on_step(self, phase: str, step: int, total_steps: int, loss: float) -> None:
+        self.progress.advance(phase, step, total_steps, detail=f"batch loss {loss:.4g}")
+
+    def on_epoch_end(self, phase: str, epoch: int, model: nn.Module) -> dict[str, float]:
+        if phase != "base":
+            return {}
+        stages = self._stages(epoch)
+        exact = self.use_exact and (stages != ["epoch"] or self.exact_every_epoch)
+        point = self.measure(model, stages[0], epoch, exact=exact)
+        self.points.append(point)
+        for extra_stage in stages[1:]:
+            self.points.append(point.model_copy(update={"stage": extra_stage}))
+        return {"rho_s": point.rho_s} if point.rho_s is not None else {}

@@ -1,0 +1,200 @@
+"""The `advisor check` pipeline: load, check structure, measure alignment, train, conclude."""
+
+from __future__ import annotations
+
+import random
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from advisor.alignment import estimate_exact_cost
+from advisor.config import CheckConfig
+from advisor.data import Dataset, analysis_indices, load_dataset
+from advisor.environment import describe_environment
+from advisor.errors import BudgetError, UsageError
+from advisor.measure import AlignmentTracker
+from advisor.models import LoadedModel, build_model, check_output_shape, count_parameters
+from advisor.progress import ProgressSink
+from advisor.report import (CertificateItem, DataSection, EESection, EpochItem, ModelSection, Report, RunSection,
+                            StepItem, StructureSection, SubsetItem, TensorInfo, TrainingSection)
+from advisor.structure import STRUCTURE_TOLERANCE, check_structure
+from advisor.trace import trace_forward
+from advisor.verdict import TrainingFigures, make_recommendations, make_verdict
+from training import BaseAlgorithm, TrainData, run_base, run_ee
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class StageClock:
+    """Wall seconds per named stage, for the report's provenance."""
+
+    def __init__(self, progress: ProgressSink) -> None:
+        self.seconds: dict[str, float] = {}
+        self.progress = progress
+
+    @contextmanager
+    def stage(self, name: str):
+        self.progress.stage(name)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+def _model_section(loaded: LoadedModel, dataset: Dataset) -> ModelSection:
+    module = loaded.module
+    tensors = [TensorInfo(name=name, shape=list(p.shape), trainable=p.requires_grad) for name, p in module.named_parameters()]
+    return ModelSection(spec=loaded.spec, kind=loaded.kind, n_params=count_parameters(module), tensors=tensors,
+                        input_shape=list(dataset.input_shape), n_outputs=dataset.n_outputs,
+                        opset=loaded.details.get("onnx_opset"), conversion_max_abs_diff=loaded.details.get("conversion_max_abs_diff"),
+                        **{k: v for k, v in loaded.details.items() if k not in ("onnx_opset", "conversion_max_abs_diff")})
+
+
+def _data_section(dataset: Dataset, indices: np.ndarray) -> DataSection:
+    return DataSection(spec=dataset.spec, task=dataset.task, n_train=dataset.n_train, n_test=dataset.n_test,
+                       n_analysis=int(indices.size), n_outputs=dataset.n_outputs, class_counts=dataset.class_counts(),
+                       analysis_class_counts=dataset.class_counts(indices), seed=dataset.seed, split=dataset.split_note)
+
+
+def _structure_section(result) -> StructureSection:
+    return StructureSection(holds=result.holds, form=result.form, subset=[SubsetItem(tensor=s.tensor, coefficient=s.coefficient) for s in result.subset],
+                            relative_error=result.relative_error, tolerance=STRUCTURE_TOLERANCE, n_examples=result.n_examples,
+                            n_points=result.n_points, last_layer_subset=result.last_layer_subset, breaking_op=result.breaking_op,
+                            fix=result.fix, coefficients=result.coefficients)
+
+
+def _epoch_items(records) -> list[EpochItem]:
+    return [EpochItem(epoch=r.epoch, train_loss=r.train_loss, train_accuracy=r.train_accuracy, test_loss=r.test_loss,
+                      test_accuracy=r.test_accuracy, rho_s=r.extra.get("rho_s"), seconds=r.seconds) for r in records]
+
+
+def _decide_exact(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.Tensor, n_outputs: int) -> tuple[bool, bool, str | None, dict]:
+    """Return (use exact ρ, also every epoch, reason when skipped, the estimate for the report)."""
+    if config.rho_method == "features":
+        return False, False, "--rho-method features computes only the last-layer bound ρ_S", {}
+
+    probe = x_analysis[: min(8, x_analysis.shape[0])]
+    cost = estimate_exact_cost(loaded.module, probe, int(x_analysis.shape[0]), n_outputs)
+    budget_bytes = config.memory_budget_gb * 2**30
+    estimate = {"bytes": cost.bytes, "seconds": round(cost.seconds, 2), "route": cost.route, "rows": cost.n_rows, "columns": cost.n_parameters}
+    fits = cost.bytes <= budget_bytes and cost.seconds <= config.time_budget_s
+    if fits:
+        return True, cost.seconds <= config.per_epoch_exact_s, None, estimate
+
+    reason = (f"the exact ρ on {x_analysis.shape[0]} examples needs an estimated {cost.describe()}, over the budget of "
+              f"{config.memory_budget_gb:g} GiB and {config.time_budget_s:g} s")
+    if config.rho_method == "exact":
+        raise BudgetError("--rho-method exact", cost.describe(), f"{config.memory_budget_gb:g} GiB and {config.time_budget_s:g} s",
+                          "Lower --max-samples, raise --memory-budget / --time-budget, or use --rho-method auto to fall back to ρ_S.")
+    return False, False, reason, estimate
+
+
+def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Report:
+    """Run the whole check and return the report; raises AdvisorError subclasses on bad input."""
+    progress = progress or ProgressSink()
+    clock = StageClock(progress)
+    caveats: list[str] = []
+    if config.device != "cpu" and not torch.cuda.is_available():
+        raise UsageError("--device", config.device, "cpu on this machine, which has no CUDA device")
+    seed_everything(config.seed)
+
+    with clock.stage("load data"):
+        dataset = load_dataset(config.data_spec, seed=config.seed)
+    if config.loss == "ce" and dataset.task != "classification":
+        raise UsageError("--loss", "ce", "mse for a regression dataset")
+
+    with clock.stage("build model"):
+        seed_everything(config.seed)
+        loaded = build_model(config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args)
+        model = loaded.module.float()
+        x_train = torch.from_numpy(dataset.x_train)
+        check_output_shape(loaded, x_train[:2], dataset.n_outputs)
+    caveats += loaded.caveats
+
+    indices = analysis_indices(dataset, config.max_samples, config.seed)
+    x_analysis = x_train[torch.from_numpy(indices)]
+    targets_analysis = dataset.targets_train[indices]
+
+    with clock.stage("structure check"):
+        trace = trace_forward(model, x_analysis[:2])
+        structure = check_structure(model, x_analysis[: config.structure_samples], trace, seed=config.seed)
+    caveats.append(f"The structure assumption was tested numerically on {structure.n_examples} examples at {structure.n_points} "
+                   f"parameter points (the model's and a seeded perturbation), not proved.")
+    caveats += structure.notes
+
+    with clock.stage("cost estimate"):
+        use_exact, every_epoch, skipped_reason, estimate = _decide_exact(config, loaded, x_analysis, dataset.n_outputs)
+    if skipped_reason:
+        caveats.append(f"The exact ρ was skipped: {skipped_reason}. Reported figures use the last-layer bound ρ_S, which can exceed ρ.")
+
+    tracker = AlignmentTracker(x_train=x_train, targets_train=dataset.targets_train, x_analysis=x_analysis,
+                               targets_analysis=targets_analysis, trace=trace, use_exact=use_exact, exact_every_epoch=every_epoch,
+                               explore_epochs=config.explore_epochs, final_epoch=config.epochs, skipped_reason=skipped_reason,
+                               progress=progress)
+    training_section = None
+    figures = None
+    if not config.confirm:
+        with clock.stage("alignment at initialization"):
+            tracker.points.append(tracker.measure(model, "init", 0, exact=use_exact))
+    else:
+        algorithm = config.algorithm()
+        ee_config = config.ee_config()
+        data = TrainData(x_train=x_train, targets_train=torch.from_numpy(dataset.targets_train), x_test=torch.from_numpy(dataset.x_test),
+                         targets_test=torch.from_numpy(dataset.targets_test), classification=dataset.task == "classification")
+        head = trace.last_parametric.module if trace.ends_affine and trace.last_parametric and trace.last_parametric.name == "linear" else None
+
+        with clock.stage("base training"):
+            base, snapshot = run_base(model, data, algorithm, ee_config, seed=config.seed, callbacks=tracker)
+        with clock.stage("EE training"):
+            ee = run_ee(model, data, algorithm, ee_config, snapshot, base.epochs, seed=config.seed, head_name=head, callbacks=tracker)
+        training_section = _training_section(config, algorithm, base, ee)
+        figures = _training_figures(tracker, base, ee, config)
+        caveats.append("ρ(ε) describes the linearization at one parameter point; it says which directions gradient descent fits "
+                       "quickly there, not along the whole run.")
+        if config.loss == "ce":
+            caveats.append("With cross-entropy the global minimum 0 is an infimum that training approaches but never attains; the "
+                           "certified lower bound and the certified contraction are statements about the squared loss.")
+
+    structure_section = _structure_section(structure)
+    verdict = make_verdict(structure_section, tracker.points, figures, rho_tolerance=config.rho_tolerance, confirm_ratio=config.confirm_ratio)
+    last_width = None
+    if trace.ends_affine and trace.last_parametric is not None:
+        head_module = dict(model.named_modules()).get(trace.last_parametric.module)
+        last_width = getattr(head_module, "in_features", None)
+    recommendations = make_recommendations(structure_section, tracker.points, verdict, last_width=last_width, n_train=dataset.n_train)
+
+    settings = config.as_dict()
+    settings["exact_estimate"] = estimate
+    return Report(
+        model=_model_section(loaded, dataset), data=_data_section(dataset, indices), structure=structure_section,
+        alignment=tracker.points, training=training_section, verdict=verdict, recommendations=recommendations, caveats=caveats,
+        environment=describe_environment(device=config.device, seed=config.seed, stage_seconds=clock.seconds), settings=settings,
+    )
+
+
+def _training_section(config: CheckConfig, algorithm: BaseAlgorithm, base, ee) -> TrainingSection:
+    certificate = ee.certificate
+    ee_section = EESection(
+        epochs=_epoch_items(ee.epochs), seconds_per_epoch=ee.seconds_per_epoch, explore_epochs=ee.explore_epochs, mode=ee.mode,
+        p=ee.width, certificate=CertificateItem(sigma_min=certificate.sigma_min, sigma_max=certificate.sigma_max, method=certificate.method),
+        representation=ee.representation, loss_at_transition=ee.loss_at_transition, final_train_loss=ee.final_train_loss,
+        bound_violations=ee.bound_violations, steps=[StepItem(step=s.step, loss=s.loss, certified_factor=s.certified_factor) for s in ee.steps],
+        feature_lr=ee.feature_lr,
+    )
+    return TrainingSection(loss=config.loss, algorithm=dict(algorithm.__dict__),
+                           base=RunSection(epochs=_epoch_items(base.epochs), seconds_per_epoch=base.seconds_per_epoch), ee=ee_section)
+
+
+def _training_figures(tracker: AlignmentTracker, base, ee, config: CheckConfig) -> TrainingFigures:
+    violations = sum(1 for p in tracker.points if p.loss is not None and p.loss_lower_bound is not None
+                     and p.loss < p.loss_lower_bound * (1 - 1e-9))
+    return TrainingFigures(base_initial_loss=base.epochs[0].train_loss, base_final_loss=base.epochs[-1].train_loss,
+                           ee_transition_loss=ee.loss_at_transition, ee_final_loss=ee.final_train_loss,
+                           bound_violations_base=violations, ee_bound_violations=ee.bound_violations, epochs=config.epochs)

@@ -1,0 +1,87 @@
+"""`advisor check`: structure check, alignment, base and EE training, verdict, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+REPORT_FORMATS = ("json", "md")
+FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
+
+
+def _split_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    from advisor.errors import UnknownChoiceError
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        if item not in allowed:
+            raise UnknownChoiceError(f"{option} value", item, allowed)
+    return items
+
+
+def check(
+    model: Annotated[Optional[str], typer.Argument(help="Model: path/to/file.py:NAME, torchvision:NAME, or nothing for the built-in residual CNN.")] = None,
+    data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR or fashion-mnist:DIR. Nothing is downloaded.")] = "digits",
+    model_arg: Annotated[list[str], typer.Option("--model-arg", help="Keyword argument for the model constructor, key=value; repeatable.")] = [],
+    loss: Annotated[str, typer.Option(help="Training loss: mse (squared loss, ½‖q−y‖² per example) or ce (cross-entropy on logits).")] = "mse",
+    epochs: Annotated[int, typer.Option(help="Epochs of the base run; the EE run uses the same number in total.")] = 10,
+    explore_epochs: Annotated[int, typer.Option(help="Epochs of exploration before the EE transition (fewer than --epochs).")] = 5,
+    mode: Annotated[str, typer.Option(help="Exploitation mode: practical (the base optimizer continues) or certified (full-batch GD with Armijo steps).")] = "practical",
+    no_confirm: Annotated[bool, typer.Option("--no-confirm", help="Analysis only: structure and alignment at initialization, no training.")] = False,
+    rho_method: Annotated[str, typer.Option(help="How to compute ρ: auto (exact when it fits the budget), exact, or features (ρ_S only).")] = "auto",
+    max_samples: Annotated[int, typer.Option(help="Size of the class-stratified analysis subset for the exact ρ (examples).")] = 256,
+    optimizer: Annotated[str, typer.Option(help="Base optimizer: sgd (with Nesterov momentum) or adamw.")] = "sgd",
+    lr: Annotated[float, typer.Option(help="Learning rate per step on the mean batch loss.")] = 0.05,
+    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
+    batch_size: Annotated[int, typer.Option(help="Mini-batch size (examples).")] = 64,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay; 0 keeps the squared loss's global minimum at zero.")] = 0.0,
+    rho_tolerance: Annotated[float, typer.Option(help="ρ above this value after exploration means misaligned.")] = 1e-3,
+    memory_budget: Annotated[float, typer.Option(help="Memory budget of the exact ρ, in GiB.")] = 4.0,
+    time_budget: Annotated[float, typer.Option(help="Time budget of one exact ρ measurement, in seconds.")] = 120.0,
+    out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
+    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
+    fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
+    seed: Annotated[int, typer.Option(help="Seed of every random choice (split, subset, initialization, batches, features).")] = 0,
+    device: Annotated[str, typer.Option(help="Device: cpu or cuda[:N].")] = "cpu",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
+) -> None:
+    """Check MODEL on a dataset: structure, alignment, base and EE training, verdict and report."""
+    from cli.outcome import exit_code_for, run_guarded
+
+    out_console = Console()
+    err_console = Console(stderr=True)
+
+    def work():
+        from advisor.config import CheckConfig
+        from advisor.models import parse_model_args
+        from advisor.pipeline import run_check
+        from cli.display import RichProgress
+        from reports.files import write_report
+
+        formats = _split_list("--format", format, REPORT_FORMATS)
+        conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        config = CheckConfig(
+            model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, loss=loss, epochs=epochs,
+            explore_epochs=explore_epochs, mode=mode, confirm=not no_confirm, rho_method=rho_method, max_samples=max_samples,
+            optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, weight_decay=weight_decay,
+            rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget, time_budget_s=time_budget, seed=seed, device=device,
+        )
+        if quiet:
+            report = run_check(config)
+        else:
+            with RichProgress(err_console) as progress:
+                report = run_check(config, progress)
+                progress.finish()
+        paths = write_report(report, out, formats)
+        return report, paths, conditions
+
+    report, paths, conditions = run_guarded(work, err_console)
+    if not quiet:
+        from reports.terminal import render_terminal
+
+        out_console.print(render_terminal(report))
+        out_console.print("Report written: " + ", ".join(str(p) for p in paths))
+    raise typer.Exit(exit_code_for(report, conditions))

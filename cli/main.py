@@ -1,0 +1,27 @@
+"""Entry point of the `advisor` command: composes the command modules."""
+
+from __future__ import annotations
+
+import warnings
+
+import typer
+
+from cli.check import check
+
+# torch 2.14 warns about its own deprecated torch.jit.script when
+# torchvision is imported; the warning is not about the user's model.
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+
+app = typer.Typer(
+    name="advisor",
+    help="Check a neural architecture against the data-architecture alignment condition and confirm the verdict by training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command(name="check")(check)
+
+
+@app.callback()
+def main() -> None:
+    """Model-design advisor (Kawaguchi, Zhang and Deng, Neural Computation 2022)."""

@@ -1,0 +1,43 @@
+"""Key figures of a report as (label, value) rows, shared by every renderer."""
+
+from __future__ import annotations
+
+from advisor.report import Report
+from reports.theme import format_number
+
+
+def alignment_rows(report: Report) -> list[list[str]]:
+    """One row per alignment point: stage, epoch, ρ_S, ρ, σ⁺_min, lower bound, measured loss."""
+    rows = []
+    for point in report.alignment:
+        if point.stage == "epoch" and point.rho is None:
+            continue
+        rows.append([
+            point.stage, str(point.epoch), format_number(point.rho_s), format_number(point.rho),
+            format_number(point.sigma_min), format_number(point.loss_lower_bound), format_number(point.loss),
+        ])
+    return rows
+
+
+ALIGNMENT_HEADERS = ["stage", "epoch", "ρ_S (train set)", "ρ (analysis)", "σ⁺_min", "½ρ²‖Y‖²", "measured loss"]
+
+
+def summary_rows(report: Report) -> list[tuple[str, str]]:
+    rows = [
+        ("model", f"{report.model.spec} ({report.model.n_params:,} parameters)"),
+        ("data", f"{report.data.spec}: {report.data.n_train} train, {report.data.n_test} test, {report.data.n_analysis} analysed"),
+        ("structure", f"{'holds' if report.structure.holds else 'fails'} ({report.structure.form}, relative error {report.structure.relative_error:.1e})"),
+    ]
+    if report.structure.breaking_op:
+        rows.append(("breaking operation", report.structure.breaking_op))
+    training = report.training
+    if training is not None:
+        base, ee = training.base, training.ee
+        rows += [
+            ("base run", f"train loss {format_number(base.epochs[0].train_loss)} → {format_number(base.epochs[-1].train_loss)}, "
+                         f"test accuracy {format_number(base.epochs[-1].test_accuracy)}"),
+            ("EE run", f"train loss {format_number(ee.loss_at_transition)} at transition → {format_number(ee.final_train_loss)}, "
+                       f"test accuracy {format_number(ee.epochs[-1].test_accuracy)} ({ee.mode} mode, p = {ee.p})"),
+            ("EE certificate", f"σ_min(Φ) = {format_number(ee.certificate.sigma_min)}, bound violations {ee.bound_violations}"),
+        ]
+    return rows

@@ -1,0 +1,54 @@
+"""Markdown rendering of a report, suitable for a pull-request comment."""
+
+from __future__ import annotations
+
+from advisor.report import Report
+from reports.figures import ALIGNMENT_HEADERS, alignment_rows, summary_rows
+from reports.theme import VERDICT_TITLES, confirmation_text, format_number
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: Report) -> str:
+    """Return the whole report as Markdown text."""
+    verdict = report.verdict
+    lines = [f"# Model-design advisor: {VERDICT_TITLES[verdict.label]} ({confirmation_text(verdict.confirmed)})", ""]
+    lines += [f"- {sentence}" for sentence in verdict.sentences]
+    lines += ["", "## Summary", ""]
+    lines += _table(["", ""], [[label, value] for label, value in summary_rows(report)])
+
+    lines += ["", "## Structure", ""]
+    if report.structure.subset:
+        lines += _table(["tensor", "coefficient"], [[s.tensor, f"{s.coefficient:.6g}"] for s in report.structure.subset])
+    elif report.structure.fix:
+        lines.append(f"Fix: {report.structure.fix}")
+
+    lines += ["", "## Alignment", ""]
+    lines += _table(ALIGNMENT_HEADERS, alignment_rows(report))
+
+    if report.training is not None:
+        lines += ["", "## Training", ""]
+        base = {e.epoch: e for e in report.training.base.epochs}
+        ee = {e.epoch: e for e in report.training.ee.epochs}
+        rows = []
+        for epoch in sorted(set(base) | set(ee)):
+            b, e = base.get(epoch), ee.get(epoch)
+            rows.append([str(epoch), format_number(b.train_loss if b else None), format_number(b.test_accuracy if b else None),
+                         format_number(b.rho_s if b else None), format_number(e.train_loss if e else None),
+                         format_number(e.test_accuracy if e else None)])
+        lines += _table(["epoch", "base train loss", "base test acc.", "ρ_S", "EE train loss", "EE test acc."], rows)
+
+    if report.recommendations:
+        lines += ["", "## Recommendations", ""]
+        lines += [f"- {r.text} ({', '.join(r.rests_on)})" for r in report.recommendations]
+    if report.caveats:
+        lines += ["", "## Caveats", ""]
+        lines += [f"- {c}" for c in report.caveats]
+    env = report.environment
+    lines += ["", f"<sub>advisor {env.advisor}, torch {env.torch}, Python {env.python}, device {env.device}, seed {env.seed}, "
+                  f"schema {report.schema_version}</sub>", ""]
+    return "\n".join(lines)

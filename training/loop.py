@@ -1,0 +1,130 @@
+"""Epoch loops and evaluation shared by every phase of training."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from training.algorithm import BaseAlgorithm
+from training.losses import get_loss
+
+
+@dataclass
+class TrainData:
+    """Tensors for training and evaluation; targets are float (N, M)."""
+
+    x_train: torch.Tensor
+    targets_train: torch.Tensor
+    x_test: torch.Tensor
+    targets_test: torch.Tensor
+    classification: bool
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+
+@dataclass
+class EpochRecord:
+    """Figures after one epoch, all measured in eval mode on whole splits."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float | None
+    test_loss: float
+    test_accuracy: float | None
+    seconds: float
+    # Measurements that callbacks add, such as rho_s.
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class Callbacks:
+    """Hooks a caller passes into training; the defaults do nothing.
+
+    `on_step` reports progress; `on_epoch_end` may measure the model and
+    returns figures that are stored in the epoch's `extra`.
+    """
+
+    def on_phase_start(self, phase: str, total_steps: int) -> None:
+        pass
+
+    def on_step(self, phase: str, step: int, total_steps: int, loss: float) -> None:
+        pass
+
+    def on_epoch_end(self, phase: str, epoch: int, model: nn.Module) -> dict[str, float]:
+        return {}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss_name: str, *,
+             classification: bool, batch_size: int = 1024) -> tuple[float, float | None]:
+    """Mean per-example loss and accuracy (None for regression) in eval mode."""
+    loss_fn = get_loss(loss_name)
+    was_training = model.training
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for start in range(0, x.shape[0], batch_size):
+        outputs = model(x[start:start + batch_size])
+        batch_targets = targets[start:start + batch_size]
+        total_loss += float(loss_fn(outputs, batch_targets).double().sum())
+        if classification:
+            correct += int((outputs.argmax(dim=1) == batch_targets.argmax(dim=1)).sum())
+    model.train(was_training)
+    n = x.shape[0]
+    return total_loss / n, (correct / n if classification else None)
+
+
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation cut into batches; a last batch of one example joins the previous one.
+
+    BatchNorm cannot normalize a batch of one in train mode.
+    """
+    order = torch.randperm(n, generator=generator)
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and batches[-1].numel() == 1:
+        batches[-2] = torch.cat([batches[-2], batches.pop()])
+    return batches
+
+
+def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData, algorithm: BaseAlgorithm, *,
+                 first_epoch: int, n_epochs: int, generator: torch.Generator, phase: str,
+                 callbacks: Callbacks, on_epoch: Callable[[int], None] | None = None) -> list[EpochRecord]:
+    """Run `n_epochs` epochs of mini-batch training, numbered from `first_epoch` + 1.
+
+    `on_epoch(epoch)` runs after each epoch's record is made (checkpoints,
+    snapshots); the generator drives the batch order, so a saved generator
+    state resumes the same sequence.
+    """
+    loss_fn = get_loss(algorithm.loss)
+    steps_per_epoch = len(batch_indices(data.n_train, algorithm.batch_size, torch.Generator().manual_seed(0)))
+    callbacks.on_phase_start(phase, n_epochs * steps_per_epoch)
+    records = []
+    step = 0
+    for epoch in range(first_epoch + 1, first_epoch + n_epochs + 1):
+        start = time.perf_counter()
+
+        # Mini-batch steps on the mean batch loss.
+        model.train()
+        for batch in batch_indices(data.n_train, algorithm.batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(data.x_train[batch]), data.targets_train[batch]).mean()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            callbacks.on_step(phase, step, n_epochs * steps_per_epoch, loss.item())
+        seconds = time.perf_counter() - start
+
+        # Evaluation of the deterministic (eval-mode) function on whole splits.
+        train_loss, train_accuracy = evaluate(model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
+        test_loss, test_accuracy = evaluate(model, data.x_test, data.targets_test, algorithm.loss, classification=data.classification)
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                             test_loss=test_loss, test_accuracy=test_accuracy, seconds=seconds)
+        record.extra.update(callbacks.on_epoch_end(phase, epoch, model))
+        records.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch)
+    return records
