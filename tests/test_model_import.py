@@ -335,3 +335,19 @@ def test_model_over_size_limit(tmp_path):
         build_model(str(path), input_shape=(1, 8, 8), n_outputs=10, model_args={}, max_model_bytes=size - 1)
     assert_input_error(raised.value, path, "--max-model-mb")
     assert f"{size:,} bytes" in str(raised.value)
+
+
+def test_cli_rejects_untrusted_pickle(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    path = tmp_path / "full.pt"
+    torch.save(SmallMLP(), path)
+    out = tmp_path / "report"
+
+    result = CliRunner().invoke(app, ["check", str(path), "--no-confirm", "--out", str(out), "--quiet"])
+
+    assert result.exit_code == 2
+    assert "--trust-pickle" in result.output
+    assert not out.exists()
