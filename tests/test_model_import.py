@@ -51,7 +51,11 @@ def trained_looking(model: nn.Module, seed: int) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for tensor in list(model.parameters()) + [b for b in model.buffers() if b.is_floating_point()]:
-            tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator)).abs_() if tensor.ndim == 1 else tensor.add_(0.05 * torch.randn(tensor.shape, generator=generator))
+            if tensor.ndim == 1:
+                # Biases, BatchNorm scales and statistics: kept positive so running variances stay valid.
+                tensor.add_(0.1 * torch.randn(tensor.shape, generator=generator)).abs_()
+            else:
+                tensor.add_(0.05 * torch.randn(tensor.shape, generator=generator))
     return model.eval()
 
 

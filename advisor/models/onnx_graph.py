@@ -1,11 +1,11 @@
 """Read, validate and rewrite an ONNX graph before it is converted to PyTorch.
 
 Everything here works on the `onnx.ModelProto` and never touches torch
-modules: safe loading (size limit, external data confined to the model's
-folder), the checker, the list of operators the converter lacks, the input
-signature, and three rewrites that make the converted module analysable
-(copies of deduplicated weights, Constant weights made initializers, and the
-optional cut at the logits).
+modules. It loads files safely (a size limit, external data confined to the
+model's folder), runs the checker, lists the operators the converter lacks
+and reads the input signature. Three rewrites make the converted module
+analysable: copies of deduplicated weights, Constant weights made
+initializers, and the optional cut at the logits.
 """
 
 from __future__ import annotations
