@@ -112,7 +112,11 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
 
     with clock.stage("build model"):
         seed_everything(config.seed)
-        loaded = build_model(config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args)
+        loaded = build_model(
+            config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args,
+            weights=config.weights, trust_pickle=config.trust_pickle, logits=config.logits,
+            max_model_bytes=config.max_model_bytes, input_shape_override=config.input_shape,
+        )
         model = loaded.module.float()
         x_train = torch.from_numpy(dataset.x_train)
         check_output_shape(loaded, x_train[:2], dataset.n_outputs)
