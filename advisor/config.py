@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from advisor.data.targets import TASKS
 from advisor.errors import UnknownChoiceError, UsageError
-from training import BaseAlgorithm, EEConfig
+from training import Augmentation, BaseAlgorithm, EEConfig, Schedule, check_run
+from training.features import GRAM_BUDGET_BYTES
 
 RHO_METHODS = ("auto", "exact", "features")
 FAIL_ON = ("structure", "misaligned", "no-convergence")
@@ -51,8 +54,16 @@ class CheckConfig:
     optimizer: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
+    nesterov: bool = True
     batch_size: int = 64
     weight_decay: float = 0.0
+    # Learning-rate schedule and augmentation; see training.algorithm.
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    lr_step_epochs: int = 1
+    lr_gamma: float = 0.1
+    crop_padding: int = 0
+    flip: bool = False
     rho_tolerance: float = 1e-3
     confirm_ratio: float = 0.1
     memory_budget_gb: float = 4.0
@@ -61,6 +72,8 @@ class CheckConfig:
     # estimated to take at most this long.
     per_epoch_exact_s: float = 3.0
     certified_steps: int = 300
+    certified_target: float = 1e-7
+    gram_budget_bytes: int = GRAM_BUDGET_BYTES
     device: str = "cpu"
 
     def __post_init__(self) -> None:
@@ -89,15 +102,71 @@ class CheckConfig:
             raise UsageError("--device", self.device, "cpu or cuda[:N]")
         # Building the training descriptions validates their options even when
         # no training runs, so --no-confirm rejects the same bad values.
-        self.algorithm()
-        self.ee_config()
+        check_run(self.algorithm(), self.ee_config())
 
     def algorithm(self) -> BaseAlgorithm:
-        return BaseAlgorithm(optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, batch_size=self.batch_size,
-                             weight_decay=self.weight_decay, loss=self.loss)
+        schedule = Schedule(name=self.schedule, warmup_epochs=self.warmup_epochs, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+        return BaseAlgorithm(optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
+                             batch_size=self.batch_size, weight_decay=self.weight_decay, loss=self.loss, schedule=schedule,
+                             augmentation=Augmentation(crop_padding=self.crop_padding, flip=self.flip))
 
     def ee_config(self) -> EEConfig:
-        return EEConfig(epochs=self.epochs, explore_epochs=self.explore_epochs, mode=self.mode, certified_steps=self.certified_steps)
+        return EEConfig(epochs=self.epochs, explore_epochs=self.explore_epochs, mode=self.mode, certified_steps=self.certified_steps,
+                        certified_target=self.certified_target, gram_budget_bytes=self.gram_budget_bytes)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# Keys that a training file given with --config may set: the CheckConfig
+# field of the same name, with its type. Keys may use - or _.
+CONFIG_FILE_KEYS: dict[str, type] = {
+    "loss": str, "epochs": int, "explore_epochs": int, "mode": str, "optimizer": str, "lr": float, "momentum": float,
+    "nesterov": bool, "weight_decay": float, "batch_size": int, "schedule": str, "warmup_epochs": float,
+    "lr_step_epochs": int, "lr_gamma": float, "crop_padding": int, "flip": bool, "certified_steps": int,
+    "certified_target": float, "seed": int,
+}
+
+
+def _has_type(value: object, expected: type) -> bool:
+    # bool is a subclass of int in Python, so it is told apart first; a TOML
+    # integer is a valid float.
+    if expected is bool or isinstance(value, bool):
+        return expected is bool and isinstance(value, bool)
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def read_config_file(path: str | Path) -> dict[str, object]:
+    """Read training settings from a TOML file, keyed by CheckConfig field name.
+
+    Raises UsageError for a missing or malformed file and for a value of the
+    wrong type, and UnknownChoiceError for a key that is not a training setting.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            raw = tomllib.load(stream)
+    except FileNotFoundError:
+        raise UsageError("--config", str(path), "an existing TOML file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError("--config", str(path), f"a valid TOML file ({error})") from None
+
+    settings: dict[str, object] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in CONFIG_FILE_KEYS:
+            raise UnknownChoiceError(f"key in {path}", key, CONFIG_FILE_KEYS)
+        expected = CONFIG_FILE_KEYS[name]
+        if not _has_type(value, expected):
+            raise UsageError(f"{key} in {path}", value, f"a value of type {expected.__name__}")
+        settings[name] = float(value) if expected is float else value
+    return settings
+
+
+def merge_settings(config_file: str | Path | None, options: dict[str, object]) -> dict[str, object]:
+    """Combine a --config file with command-line options; an option given on the command line (not None) wins."""
+    settings = read_config_file(config_file) if config_file is not None else {}
+    settings.update({name: value for name, value in options.items() if value is not None})
+    return settings

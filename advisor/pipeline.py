@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import asdict
 import time
 from contextlib import contextmanager
 
@@ -187,12 +188,13 @@ def _training_section(config: CheckConfig, algorithm: BaseAlgorithm, base, ee) -
     certificate = ee.certificate
     ee_section = EESection(
         epochs=_epoch_items(ee.epochs), seconds_per_epoch=ee.seconds_per_epoch, explore_epochs=ee.explore_epochs, mode=ee.mode,
-        p=ee.width, certificate=CertificateItem(sigma_min=certificate.sigma_min, sigma_max=certificate.sigma_max, method=certificate.method),
+        p=ee.width, certificate=CertificateItem(sigma_min=certificate.sigma_min, sigma_max=certificate.sigma_max, method=certificate.method,
+                                    note=certificate.note, residual=certificate.residual),
         representation=ee.representation, loss_at_transition=ee.loss_at_transition, final_train_loss=ee.final_train_loss,
         bound_violations=ee.bound_violations, steps=[StepItem(step=s.step, loss=s.loss, certified_factor=s.certified_factor) for s in ee.steps],
         feature_lr=ee.feature_lr,
     )
-    return TrainingSection(loss=config.loss, algorithm=dict(algorithm.__dict__),
+    return TrainingSection(loss=config.loss, algorithm=asdict(algorithm),
                            base=RunSection(epochs=_epoch_items(base.epochs), seconds_per_epoch=base.seconds_per_epoch), ee=ee_section)
 
 

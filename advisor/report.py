@@ -106,9 +106,13 @@ class EpochItem(Strict):
 
 
 class CertificateItem(Strict):
+    """σ_min(Φ) of the feature block; `method` is exact (Gram eigenvalues) or lobpcg (an estimate, see `note`)."""
+
     sigma_min: float
     sigma_max: float
     method: str
+    note: str = ""
+    residual: float | None = None
 
 
 class StepItem(Strict):

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cli import training_options as options
+
 REPORT_FORMATS = ("json", "md")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
 
@@ -44,25 +46,35 @@ def check(
     logits: Annotated[bool, typer.Option("--logits", help="Cut a final Softmax, LogSoftmax or Sigmoid from an ONNX or TorchScript graph and analyse the logits.")] = False,
     input_shape: Annotated[Optional[str], typer.Option(help="Per-example input shape C,H,W (comma-separated sizes) replacing the one an ONNX graph declares.")] = None,
     max_model_mb: Annotated[float, typer.Option(help="Largest model or weights file to load, in MiB (external data included).")] = 2048.0,
-    loss: Annotated[str, typer.Option(help="Training loss: mse (squared loss, ½‖q−y‖² per example) or ce (cross-entropy on logits).")] = "mse",
-    epochs: Annotated[int, typer.Option(help="Epochs of the base run; the EE run uses the same number in total.")] = 10,
-    explore_epochs: Annotated[int, typer.Option(help="Epochs of exploration before the EE transition (fewer than --epochs).")] = 5,
-    mode: Annotated[str, typer.Option(help="Exploitation mode: practical (the base optimizer continues) or certified (full-batch GD with Armijo steps).")] = "practical",
+    config_file: options.ConfigFile = None,
+    loss: options.Loss = None,
+    epochs: options.Epochs = None,
+    explore_epochs: options.ExploreEpochs = None,
+    mode: options.Mode = None,
+    optimizer: options.Optimizer = None,
+    lr: options.LearningRate = None,
+    momentum: options.Momentum = None,
+    nesterov: options.Nesterov = None,
+    batch_size: options.BatchSize = None,
+    weight_decay: options.WeightDecay = None,
+    schedule: options.ScheduleName = None,
+    warmup_epochs: options.WarmupEpochs = None,
+    lr_step_epochs: options.StepEpochs = None,
+    lr_gamma: options.Gamma = None,
+    crop_padding: options.CropPadding = None,
+    flip: options.Flip = None,
+    certified_steps: options.CertifiedSteps = None,
+    certified_target: options.CertifiedTarget = None,
+    seed: options.Seed = None,
     no_confirm: Annotated[bool, typer.Option("--no-confirm", help="Analysis only: structure and alignment at initialization, no training.")] = False,
     rho_method: Annotated[str, typer.Option(help="How to compute ρ: auto (exact when it fits the budget), exact, or features (ρ_S only).")] = "auto",
     max_samples: Annotated[int, typer.Option(help="Size of the class-stratified analysis subset for the exact ρ (examples).")] = 256,
-    optimizer: Annotated[str, typer.Option(help="Base optimizer: sgd (with Nesterov momentum) or adamw.")] = "sgd",
-    lr: Annotated[float, typer.Option(help="Learning rate per step on the mean batch loss.")] = 0.05,
-    momentum: Annotated[float, typer.Option(help="SGD momentum.")] = 0.9,
-    batch_size: Annotated[int, typer.Option(help="Mini-batch size (examples).")] = 64,
-    weight_decay: Annotated[float, typer.Option(help="Weight decay; 0 keeps the squared loss's global minimum at zero.")] = 0.0,
     rho_tolerance: Annotated[float, typer.Option(help="ρ above this value after exploration means misaligned.")] = 1e-3,
     memory_budget: Annotated[float, typer.Option(help="Memory budget of the exact ρ, in GiB.")] = 4.0,
     time_budget: Annotated[float, typer.Option(help="Time budget of one exact ρ measurement, in seconds.")] = 120.0,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
     format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
-    seed: Annotated[int, typer.Option(help="Seed of every random choice (split, subset, initialization, batches, features).")] = 0,
     device: Annotated[str, typer.Option(help="Device: cpu or cuda[:N].")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
 ) -> None:
@@ -73,7 +85,7 @@ def check(
     err_console = Console(stderr=True)
 
     def work():
-        from advisor.config import CheckConfig
+        from advisor.config import CheckConfig, merge_settings
         from advisor.models import parse_model_args
         from advisor.pipeline import run_check
         from cli.display import RichProgress
@@ -81,13 +93,18 @@ def check(
 
         formats = _split_list("--format", format, REPORT_FORMATS)
         conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        training = merge_settings(config_file, dict(
+            loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
+            nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
+            lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, crop_padding=crop_padding, flip=flip,
+            certified_steps=certified_steps, certified_target=certified_target, seed=seed,
+        ))
         config = CheckConfig(
             model_spec=model, model_args=parse_model_args(model_arg), weights=str(weights) if weights is not None else None,
             trust_pickle=trust_pickle, logits=logits, max_model_bytes=int(max_model_mb * 2**20),
-            input_shape=_parse_shape(input_shape), data_spec=data, task=task, target=target, loss=loss, epochs=epochs,
-            explore_epochs=explore_epochs, mode=mode, confirm=not no_confirm, rho_method=rho_method, max_samples=max_samples,
-            optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, weight_decay=weight_decay,
-            rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget, time_budget_s=time_budget, seed=seed, device=device,
+            input_shape=_parse_shape(input_shape), data_spec=data, task=task, target=target, confirm=not no_confirm,
+            rho_method=rho_method, max_samples=max_samples, rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget,
+            time_budget_s=time_budget, device=device, **training,
         )
         if quiet:
             report = run_check(config)

@@ -4,12 +4,15 @@ This package knows nothing of the advisor's analysis: measurements along a
 run come in through `Callbacks`.
 """
 
-from training.algorithm import BaseAlgorithm
-from training.ee import EEModel, FrozenRepresentation
+from training.algorithm import OPTIMIZERS, SCHEDULES, Augmentation, BaseAlgorithm, Schedule
+from training.checkpoint import Checkpointer
+from training.ee import MODES, EEModel, FrozenRepresentation
 from training.errors import TrainingConfigError
 from training.features import FeatureCertificate
 from training.loop import Callbacks, EpochRecord, TrainData, evaluate
-from training.run import EEConfig, EEResult, RunResult, run_base, run_ee
+from training.run import FRAMEWORKS, EEConfig, EEResult, RunResult, check_run, make_transition, run_base, run_ee, train_framework
 
-__all__ = ["BaseAlgorithm", "Callbacks", "EEConfig", "EEModel", "EEResult", "EpochRecord", "FeatureCertificate",
-           "FrozenRepresentation", "RunResult", "TrainData", "TrainingConfigError", "evaluate", "run_base", "run_ee"]
+__all__ = ["Augmentation", "BaseAlgorithm", "Callbacks", "Checkpointer", "EEConfig", "EEModel", "EEResult", "EpochRecord",
+           "FRAMEWORKS", "FeatureCertificate", "FrozenRepresentation", "MODES", "OPTIMIZERS", "RunResult", "SCHEDULES",
+           "Schedule", "TrainData", "TrainingConfigError", "check_run", "evaluate", "make_transition", "run_base", "run_ee",
+           "train_framework"]

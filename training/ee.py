@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -85,8 +86,27 @@ class EEModel(nn.Module):
         dtype = next(base.parameters()).dtype
         self.V = nn.Parameter(torch.zeros(n_outputs, feature_map.width, dtype=dtype))
 
+        # z_τ of the training inputs (N, D), filled by `cache_representation`.
+        # Not part of the state dict, because it is a function of the frozen copy.
+        self.register_buffer("cached_z", None, persistent=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         phi = self.feature_map(self.representation(x))  # (B, p)
+        return self.base(x) + phi @ self.V.T  # (B, M)
+
+    @torch.no_grad()
+    def cache_representation(self, x_train: torch.Tensor) -> None:
+        """Store z_τ(x_i) for every training input.
+
+        z_τ is fixed, so a training step can look it up instead of running the
+        frozen copy of the network, which would cost about a third of the step
+        again. The features φ are still computed per batch; Φ is never stored.
+        """
+        self.cached_z = self.representation.encode(x_train)
+
+    def forward_indexed(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """f̃ on training inputs x = x_train[indices], reading z_τ from the cache."""
+        phi = self.feature_map(self.cached_z[indices])  # (B, p)
         return self.base(x) + phi @ self.V.T  # (B, M)
 
 
@@ -117,6 +137,20 @@ class CertifiedStep:
     step_scale: float
 
 
+@dataclass
+class CertifiedProgress:
+    """Where certified exploitation stands: enough to resume it after the last accepted step."""
+
+    steps: list[CertifiedStep] = field(default_factory=list)
+    violations: int = 0
+    scale: float = 1.0
+    finished: bool = False
+
+    @property
+    def start_loss(self) -> float:
+        return self.steps[0].loss
+
+
 def _full_loss(model: nn.Module, data: TrainData, loss_name: str, chunk: int, with_grad: bool) -> float:
     """Sum of per-example losses over the training set; accumulates gradients when asked."""
     loss_fn = get_loss(loss_name)
@@ -131,7 +165,9 @@ def _full_loss(model: nn.Module, data: TrainData, loss_name: str, chunk: int, wi
 
 
 def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, certificate: FeatureCertificate, *,
-                  max_steps: int, target_ratio: float, callbacks: Callbacks, chunk: int = 512) -> tuple[list[CertifiedStep], int]:
+                  max_steps: int, target_ratio: float, callbacks: Callbacks, chunk: int = 512,
+                  progress: CertifiedProgress | None = None,
+                  on_step: Callable[[CertifiedProgress], None] | None = None) -> CertifiedProgress:
     """Full-batch gradient descent on all parameters with Armijo backtracking.
 
     The step is preconditioned per block: θ moves by η_θ = lr/n times its
@@ -140,27 +176,31 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
     L(new) ≤ L − c·s·(η_θ‖∇_θL‖² + η_V‖∇_V L‖²). For the squared loss the
     certificate then gives L(new) ≤ (1 − 2c·s·η_V·σ_min(Φ)²)·L, the certified
     factor of the step, which every step checks against the measured loss.
-    Stops after `max_steps` or once L ≤ target_ratio·L(start).
-    Returns the step records and the number of steps that broke the bound.
+
+    Stops after `max_steps` steps in all or once L ≤ target_ratio·L(start).
+    The model runs in eval mode (BatchNorm on running statistics) on the
+    un-augmented training set, because the guarantee is about that function.
+    `progress` resumes an earlier run from its last accepted step;
+    `on_step(progress)` runs after every accepted step.
     """
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     is_v = [p is model.V for p in params]
-    n = data.n_train
-    eta_theta = algorithm.lr / n
+    eta_theta = algorithm.lr / data.n_train
     eta_v = 1.0 / max(certificate.sigma_max**2, 1e-12)
     squared = algorithm.loss == "mse"
+    phase = "exploit (certified)"
 
     for p in params:
         p.grad = None
     loss = _full_loss(model, data, algorithm.loss, chunk, with_grad=True)
-    start_loss = loss
-    records = [CertifiedStep(step=0, loss=loss, certified_factor=None, step_scale=0.0)]
-    violations = 0
-    scale = 1.0
-    callbacks.on_phase_start("exploit (certified)", max_steps)
+    if progress is None:
+        progress = CertifiedProgress(steps=[CertifiedStep(step=0, loss=loss, certified_factor=None, step_scale=0.0)])
+    callbacks.on_phase_start(phase, max_steps)
+    if progress.finished:
+        return progress
 
-    for step in range(1, max_steps + 1):
+    for step in range(len(progress.steps), max_steps + 1):
         grads = [p.grad.detach().clone() for p in params]
         etas = [eta_v if v else eta_theta for v in is_v]
         decrease = sum(eta * float(g.double().pow(2).sum()) for eta, g in zip(etas, grads))
@@ -168,6 +208,7 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
 
         # Backtracking: halve the common scale until sufficient decrease.
         accepted = False
+        scale = progress.scale
         for _ in range(50):
             with torch.no_grad():
                 for p, p0, g, eta in zip(params, originals, grads, etas):
@@ -181,22 +222,29 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
             with torch.no_grad():
                 for p, p0 in zip(params, originals):
                     p.copy_(p0)
+            progress.finished = True
             break
 
+        # Certified contraction of this step, checked against the measured loss.
         factor = 1.0 - 2 * ARMIJO_C * scale * eta_v * certificate.sigma_min**2 if squared else None
         if factor is not None and new_loss > factor * loss + BOUND_SLACK * loss:
-            violations += 1
-        records.append(CertifiedStep(step=step, loss=new_loss, certified_factor=factor, step_scale=scale))
-        callbacks.on_step("exploit (certified)", step, max_steps, new_loss / n)
+            progress.violations += 1
+        progress.steps.append(CertifiedStep(step=step, loss=new_loss, certified_factor=factor, step_scale=scale))
+        progress.scale = min(1.0, 2 * scale)
+        callbacks.on_step(phase, step, max_steps, new_loss / data.n_train)
 
+        # Stop check, then the gradient at the new point for the next step.
         loss = new_loss
-        scale = min(1.0, 2 * scale)
-        if loss <= target_ratio * start_loss:
+        progress.finished = loss <= target_ratio * progress.start_loss or step == max_steps
+        if on_step is not None:
+            on_step(progress)
+        if progress.finished:
             break
         for p in params:
             p.grad = None
         loss = _full_loss(model, data, algorithm.loss, chunk, with_grad=True)
-    return records, violations
+    progress.finished = True
+    return progress
 
 
 def check_mode(mode: str) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from training.algorithm import BaseAlgorithm
+from training.algorithm import BaseAlgorithm, set_learning_rate
 from training.losses import get_loss
 
 
@@ -90,41 +90,90 @@ def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[t
     return batches
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return len(batch_indices(n, batch_size, torch.Generator().manual_seed(0)))
+
+
+@dataclass
+class RandomStreams:
+    """The generators of a run: batch order and augmentation, kept apart so augmentation leaves the order unchanged."""
+
+    batches: torch.Generator
+    augmentation: torch.Generator
+
+    @classmethod
+    def seeded(cls, seed: int) -> "RandomStreams":
+        return cls(torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 7919))
+
+    def get_state(self) -> dict[str, torch.Tensor]:
+        return {"batches": self.batches.get_state(), "augmentation": self.augmentation.get_state()}
+
+    def set_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.batches.set_state(state["batches"])
+        self.augmentation.set_state(state["augmentation"])
+
+
+# forward(inputs (B, ...), indices (B,)) -> outputs (B, M); the indices let a
+# model reuse per-example values cached for the training set.
+IndexedForward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_epoch_record(model: nn.Module, data: TrainData, loss_name: str, epoch: int, seconds: float) -> EpochRecord:
+    """Evaluate the deterministic (eval-mode) function on whole splits."""
+    train_loss, train_accuracy = evaluate(model, data.x_train, data.targets_train, loss_name, classification=data.classification)
+    test_loss, test_accuracy = evaluate(model, data.x_test, data.targets_test, loss_name, classification=data.classification)
+    return EpochRecord(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
+                       test_loss=test_loss, test_accuracy=test_accuracy, seconds=seconds)
+
+
 def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData, algorithm: BaseAlgorithm, *,
-                 first_epoch: int, n_epochs: int, generator: torch.Generator, phase: str,
-                 callbacks: Callbacks, on_epoch: Callable[[int], None] | None = None) -> list[EpochRecord]:
+                 first_epoch: int, n_epochs: int, total_epochs: int, streams: RandomStreams, phase: str,
+                 callbacks: Callbacks, on_epoch: Callable[[EpochRecord], None] | None = None,
+                 forward: IndexedForward | None = None) -> list[EpochRecord]:
     """Run `n_epochs` epochs of mini-batch training, numbered from `first_epoch` + 1.
 
-    `on_epoch(epoch)` runs after each epoch's record is made (checkpoints,
-    snapshots); the generator drives the batch order, so a saved generator
-    state resumes the same sequence.
+    The schedule spans `total_epochs` epochs from epoch 1, so a phase that
+    starts at `first_epoch` continues the rate where the previous one left
+    it. `on_epoch(record)` runs after each epoch's record is made
+    (checkpoints, snapshots). The streams drive batch order and augmentation,
+    so saved stream states resume the same sequence. `forward`, when given,
+    replaces `model(inputs)` for training steps without augmentation.
+    Only the test split's figures are recorded; no decision here reads them.
     """
     loss_fn = get_loss(algorithm.loss)
-    steps_per_epoch = len(batch_indices(data.n_train, algorithm.batch_size, torch.Generator().manual_seed(0)))
-    callbacks.on_phase_start(phase, n_epochs * steps_per_epoch)
+    augmentation = algorithm.augmentation
+    augmentation.check_inputs(data.x_train)
+    n_steps = steps_per_epoch(data.n_train, algorithm.batch_size)
+    total_steps = total_epochs * n_steps
+    callbacks.on_phase_start(phase, n_epochs * n_steps)
     records = []
-    step = 0
     for epoch in range(first_epoch + 1, first_epoch + n_epochs + 1):
         start = time.perf_counter()
-
-        # Mini-batch steps on the mean batch loss.
         model.train()
-        for batch in batch_indices(data.n_train, algorithm.batch_size, generator):
+        for index, batch in enumerate(batch_indices(data.n_train, algorithm.batch_size, streams.batches)):
+            # Learning rate of this global step.
+            step = (epoch - 1) * n_steps + index
+            set_learning_rate(optimizer, algorithm.schedule.factor(step, n_steps, total_steps))
+
+            # Forward and backward on the mean batch loss.
+            inputs = data.x_train[batch]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(data.x_train[batch]), data.targets_train[batch]).mean()
+            if augmentation.enabled:
+                outputs = model(augmentation.apply(inputs, streams.augmentation))
+            elif forward is not None:
+                outputs = forward(inputs, batch)
+            else:
+                outputs = model(inputs)
+            loss = loss_fn(outputs, data.targets_train[batch]).mean()
             loss.backward()
             optimizer.step()
-            step += 1
-            callbacks.on_step(phase, step, n_epochs * steps_per_epoch, loss.item())
+            done = (epoch - first_epoch - 1) * n_steps + index + 1
+            callbacks.on_step(phase, done, n_epochs * n_steps, loss.item())
         seconds = time.perf_counter() - start
 
-        # Evaluation of the deterministic (eval-mode) function on whole splits.
-        train_loss, train_accuracy = evaluate(model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
-        test_loss, test_accuracy = evaluate(model, data.x_test, data.targets_test, algorithm.loss, classification=data.classification)
-        record = EpochRecord(epoch=epoch, train_loss=train_loss, train_accuracy=train_accuracy,
-                             test_loss=test_loss, test_accuracy=test_accuracy, seconds=seconds)
+        record = make_epoch_record(model, data, algorithm.loss, epoch, seconds)
         record.extra.update(callbacks.on_epoch_end(phase, epoch, model))
         records.append(record)
         if on_epoch is not None:
-            on_epoch(epoch)
+            on_epoch(record)
     return records

@@ -2,24 +2,35 @@
 
 The EE run explores with the base algorithm unchanged, so its first τ epochs
 are exactly the base run's first τ epochs under the same seed. The base run
-snapshots model, optimizer and batch-order generator after epoch τ, and the EE
-run continues from that snapshot instead of recomputing those epochs.
+snapshots model, optimizer and random streams after epoch τ, and the EE run
+continues from that snapshot instead of recomputing those epochs. The
+learning-rate schedule spans the whole run of `EEConfig.epochs` epochs in
+both runs, so the exploitation phase continues it from epoch τ.
+
+Every phase can write a checkpoint after each epoch (or each certified step)
+through a `Checkpointer` and resume from it; `train_framework` runs one
+framework end to end that way.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 
-from training.algorithm import BaseAlgorithm
-from training.ee import CertifiedStep, EEModel, FrozenRepresentation, check_mode, count_distinct, feature_learning_rate, run_certified
+from training.algorithm import BaseAlgorithm, add_param_group
+from training.checkpoint import Checkpointer
+from training.ee import (CertifiedProgress, CertifiedStep, EEModel, FrozenRepresentation, check_mode, count_distinct,
+                         feature_learning_rate, run_certified)
 from training.errors import TrainingConfigError
-from training.features import FeatureCertificate, build_feature_map, certify
-from training.loop import Callbacks, EpochRecord, TrainData, evaluate, train_epochs
+from training.features import GRAM_BUDGET_BYTES, FeatureCertificate, build_feature_map, certify
+from training.loop import Callbacks, EpochRecord, RandomStreams, TrainData, make_epoch_record, train_epochs
+
+FRAMEWORKS = ("ee", "base")
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,8 @@ class EEConfig:
     `width_factor` sets p = ceil(width_factor · n) random features (p ≥ n is
     required). Certified mode runs at most `certified_steps` full-batch steps
     and stops early once the loss is `certified_target` times its value at
-    the transition.
+    the transition. `gram_budget_bytes` bounds the Gram matrix of the exact
+    certificate (see `training.features.certify`).
     """
 
     epochs: int = 10
@@ -38,6 +50,7 @@ class EEConfig:
     width_factor: float = 2.0
     certified_steps: int = 300
     certified_target: float = 1e-7
+    gram_budget_bytes: int = GRAM_BUDGET_BYTES
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -49,6 +62,15 @@ class EEConfig:
             raise TrainingConfigError("--feature-width-factor", self.width_factor, "at least 1, so that p >= n")
         if self.certified_steps < 1:
             raise TrainingConfigError("--certified-steps", self.certified_steps, "a positive number of steps")
+        if not 0 < self.certified_target < 1:
+            raise TrainingConfigError("--certified-target", self.certified_target, "a ratio between 0 and 1")
+        if self.gram_budget_bytes < 1:
+            raise TrainingConfigError("--gram-budget", self.gram_budget_bytes, "a positive number of bytes")
+
+
+def check_run(algorithm: BaseAlgorithm, config: EEConfig) -> None:
+    """Raise TrainingConfigError when the algorithm's schedule does not fit in the run."""
+    algorithm.schedule.check_fits(config.epochs)
 
 
 @dataclass
@@ -70,19 +92,35 @@ class EEResult(RunResult):
     steps: list[CertifiedStep] = field(default_factory=list)
     feature_lr: float | None = None
     representation: str = ""
+    transition_seconds: float = 0.0
 
 
 @dataclass
 class Snapshot:
+    """Model, optimizer and random-stream states after the exploration epochs."""
+
     model_state: dict
     optimizer_state: dict
-    generator_state: torch.Tensor
+    streams_state: dict
+
+    def to_state(self) -> dict:
+        return {"model": self.model_state, "optimizer": self.optimizer_state, "streams": self.streams_state}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Snapshot":
+        return cls(state["model"], state["optimizer"], state["streams"])
+
+
+def records_to_state(records: list[EpochRecord]) -> list[dict]:
+    return [asdict(record) for record in records]
+
+
+def records_from_state(rows: list[dict]) -> list[EpochRecord]:
+    return [EpochRecord(**row) for row in rows]
 
 
 def _initial_record(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, callbacks: Callbacks, phase: str) -> EpochRecord:
-    train_loss, train_accuracy = evaluate(model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
-    test_loss, test_accuracy = evaluate(model, data.x_test, data.targets_test, algorithm.loss, classification=data.classification)
-    record = EpochRecord(epoch=0, train_loss=train_loss, train_accuracy=train_accuracy, test_loss=test_loss, test_accuracy=test_accuracy, seconds=0.0)
+    record = make_epoch_record(model, data, algorithm.loss, 0, 0.0)
     record.extra.update(callbacks.on_epoch_end(phase, 0, model))
     return record
 
@@ -93,78 +131,226 @@ def _mean_seconds(records: list[EpochRecord]) -> float:
 
 
 def run_base(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, *, seed: int,
-             callbacks: Callbacks) -> tuple[RunResult, Snapshot]:
-    """Train a copy of `model` for `config.epochs` epochs; snapshot after the exploration epochs."""
+             callbacks: Callbacks, checkpointer: Checkpointer | None = None, resume_state: dict | None = None,
+             n_epochs: int | None = None, phase: str = "base") -> tuple[RunResult, Snapshot]:
+    """Train a copy of `model` with the base algorithm; snapshot after the exploration epochs.
+
+    Trains `n_epochs` epochs (default: all `config.epochs`) of a run whose
+    schedule spans `config.epochs`. With a checkpointer, a checkpoint of
+    phase `phase` is written after every epoch; `resume_state` (a loaded
+    checkpoint of the same phase) continues from it.
+    """
+    check_run(algorithm, config)
+    n_epochs = config.epochs if n_epochs is None else n_epochs
     base = copy.deepcopy(model)
-    generator = torch.Generator().manual_seed(seed)
+    streams = RandomStreams.seeded(seed)
     optimizer = algorithm.make_optimizer([{"params": [p for p in base.parameters() if p.requires_grad]}])
-    snapshots: list[Snapshot] = []
+    snapshot: Snapshot | None = None
+    first_epoch = 0
+
+    if resume_state is not None:
+        base.load_state_dict(resume_state["model"])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        streams.set_state(resume_state["streams"])
+        records = records_from_state(resume_state["records"])
+        first_epoch = resume_state["epoch"]
+        if resume_state.get("snapshot") is not None:
+            snapshot = Snapshot.from_state(resume_state["snapshot"])
+    else:
+        records = [_initial_record(base, data, algorithm, callbacks, phase)]
 
     def keep_snapshot(epoch: int) -> None:
+        nonlocal snapshot
         if epoch == config.explore_epochs:
-            snapshots.append(Snapshot(copy.deepcopy(base.state_dict()), copy.deepcopy(optimizer.state_dict()), generator.get_state()))
+            snapshot = Snapshot(copy.deepcopy(base.state_dict()), copy.deepcopy(optimizer.state_dict()), streams.get_state())
 
-    keep_snapshot(0)
-    records = [_initial_record(base, data, algorithm, callbacks, "base")]
-    records += train_epochs(base, optimizer, data, algorithm, first_epoch=0, n_epochs=config.epochs, generator=generator,
-                            phase="base", callbacks=callbacks, on_epoch=keep_snapshot)
-    return RunResult(epochs=records, seconds_per_epoch=_mean_seconds(records), model=base), snapshots[0]
+    def after_epoch(record: EpochRecord) -> None:
+        records.append(record)
+        keep_snapshot(record.epoch)
+        if checkpointer is not None:
+            checkpointer.save({"phase": phase, "epoch": record.epoch, "model": base.state_dict(), "optimizer": optimizer.state_dict(),
+                               "streams": streams.get_state(), "records": records_to_state(records),
+                               "snapshot": snapshot.to_state() if snapshot is not None else None})
+
+    if first_epoch == 0:
+        keep_snapshot(0)
+    train_epochs(base, optimizer, data, algorithm, first_epoch=first_epoch, n_epochs=n_epochs - first_epoch,
+                 total_epochs=config.epochs, streams=streams, phase=phase, callbacks=callbacks, on_epoch=after_epoch)
+    return RunResult(epochs=records, seconds_per_epoch=_mean_seconds(records), model=base), snapshot
 
 
-def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, snapshot: Snapshot,
-           explored: list[EpochRecord], *, seed: int, head_name: str | None, callbacks: Callbacks) -> EEResult:
-    """Transition at the snapshot, certify the feature block, and exploit.
+@dataclass
+class Transition:
+    """The exploitation model at the transition and the certificate of its feature block."""
 
-    `explored` holds the base run's records up to the transition epoch, which
-    are the EE run's exploration records.
+    model: EEModel
+    certificate: FeatureCertificate
+    width: int
+    representation_note: str
+    seconds: float
+
+
+def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, config: EEConfig, *, seed: int,
+                    head_name: str | None, certificate: FeatureCertificate | None = None) -> Transition:
+    """Freeze z_τ at the snapshot, draw φ, certify rank(Φ) = n and start V at zero.
+
+    Everything here is a deterministic function of the snapshot, the training
+    inputs and the seed, so a resumed run rebuilds the same block; a known
+    `certificate` skips the eigenvalue computation.
     """
-    tau = config.explore_epochs
+    start = time.perf_counter()
     base = copy.deepcopy(model)
     base.load_state_dict(snapshot.model_state)
-    generator = torch.Generator().manual_seed(seed)
-    generator.set_state(snapshot.generator_state)
 
-    # Transition: freeze z_τ, draw φ, certify rank(Φ) = n, start V at zero.
     representation = FrozenRepresentation(base, head_name)
     z_train = representation.encode(data.x_train)
-    representation_note = "the input of the last affine layer" if head_name else "the flattened input"
+    note = "the input of the last affine layer" if head_name else "the flattened input"
     if head_name and count_distinct(z_train) < count_distinct(data.x_train.flatten(1)):
         collapsed = data.n_train - count_distinct(z_train)
         representation = FrozenRepresentation(base, head_name, append_input=True)
         z_train = representation.encode(data.x_train)
-        representation_note = (f"the input of the last affine layer joined with the flattened input, because the last layer "
-                               f"maps {collapsed} training inputs onto points that other inputs already occupy")
-    width = max(data.n_train, int(-(-config.width_factor * data.n_train // 1)))
-    feature_generator = torch.Generator().manual_seed(seed + 1)
-    feature_map = build_feature_map(z_train, width, feature_generator)
-    certificate = certify(feature_map, z_train)
-    ee_model = EEModel(base, representation, feature_map, n_outputs=data.targets_train.shape[1])
-    loss_at_transition, _ = evaluate(ee_model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
+        note = (f"the input of the last affine layer joined with the flattened input, because the last layer "
+                f"maps {collapsed} training inputs onto points that other inputs already occupy")
 
-    records = [copy.deepcopy(r) for r in explored if r.epoch <= tau]
-    result = EEResult(epochs=records, seconds_per_epoch=0.0, model=ee_model, explore_epochs=tau, mode=config.mode,
-                      width=width, certificate=certificate, loss_at_transition=loss_at_transition,
-                      representation=representation_note)
+    width = max(data.n_train, int(-(-config.width_factor * data.n_train // 1)))
+    feature_map = build_feature_map(z_train, width, torch.Generator().manual_seed(seed + 1))
+    if certificate is None:
+        certificate = certify(feature_map, z_train, gram_budget_bytes=config.gram_budget_bytes, seed=seed)
+    ee_model = EEModel(base, representation, feature_map, n_outputs=data.targets_train.shape[1])
+    ee_model.cache_representation(data.x_train)
+    return Transition(ee_model, certificate, width, note, time.perf_counter() - start)
+
+
+def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, snapshot: Snapshot,
+           explored: list[EpochRecord], *, seed: int, head_name: str | None, callbacks: Callbacks,
+           checkpointer: Checkpointer | None = None, resume_state: dict | None = None) -> EEResult:
+    """Transition at the snapshot, certify the feature block, and exploit.
+
+    `explored` holds the base run's records up to the transition epoch, which
+    are the EE run's exploration records. With a checkpointer, a checkpoint
+    is written after every exploitation epoch (practical mode) or accepted
+    step (certified mode); `resume_state` continues from one.
+    """
+    check_run(algorithm, config)
+    tau = config.explore_epochs
+    known = FeatureCertificate(**resume_state["certificate"]) if resume_state is not None else None
+    transition = make_transition(model, snapshot, data, config, seed=seed, head_name=head_name, certificate=known)
+    ee_model = transition.model
+    if resume_state is not None:
+        ee_model.load_state_dict(resume_state["model"])
+        loss_at_transition = resume_state["loss_at_transition"]
+    else:
+        loss_at_transition = make_epoch_record(ee_model, data, algorithm.loss, tau, 0.0).train_loss
+
+    explored = [copy.deepcopy(r) for r in explored if r.epoch <= tau]
+    result = EEResult(epochs=explored, seconds_per_epoch=0.0, model=ee_model, explore_epochs=tau, mode=config.mode,
+                      width=transition.width, certificate=transition.certificate, loss_at_transition=loss_at_transition,
+                      representation=transition.representation_note, transition_seconds=transition.seconds)
+
+    def checkpoint_state(phase: str, epoch: int) -> dict:
+        return {"phase": phase, "epoch": epoch, "model": ee_model.state_dict(), "transition": snapshot.to_state(),
+                "explored": records_to_state(explored), "certificate": asdict(transition.certificate),
+                "loss_at_transition": loss_at_transition}
 
     if config.mode == "practical":
-        optimizer = algorithm.make_optimizer([{"params": [p for p in base.parameters() if p.requires_grad]}])
-        optimizer.load_state_dict(snapshot.optimizer_state)
-        result.feature_lr = feature_learning_rate(algorithm)
-        optimizer.add_param_group({"params": [ee_model.V], "lr": result.feature_lr})
-        records += train_epochs(ee_model, optimizer, data, algorithm, first_epoch=tau, n_epochs=config.epochs - tau,
-                                generator=generator, phase="exploit", callbacks=callbacks)
+        _exploit_practical(result, ee_model, snapshot, data, algorithm, config, callbacks, checkpointer, resume_state, checkpoint_state)
     else:
-        start = time.perf_counter()
-        steps, violations = run_certified(ee_model, data, algorithm, certificate, max_steps=config.certified_steps,
-                                          target_ratio=config.certified_target, callbacks=callbacks)
-        result.steps, result.bound_violations = steps, violations
-        train_loss, train_accuracy = evaluate(ee_model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
-        test_loss, test_accuracy = evaluate(ee_model, data.x_test, data.targets_test, algorithm.loss, classification=data.classification)
-        record = EpochRecord(epoch=tau + 1, train_loss=train_loss, train_accuracy=train_accuracy, test_loss=test_loss,
-                             test_accuracy=test_accuracy, seconds=time.perf_counter() - start)
-        record.extra.update(callbacks.on_epoch_end("exploit", tau + 1, ee_model))
-        records.append(record)
+        _exploit_certified(result, ee_model, data, algorithm, config, callbacks, checkpointer, resume_state, checkpoint_state)
 
-    result.seconds_per_epoch = _mean_seconds([r for r in records if r.epoch > tau])
-    result.final_train_loss = records[-1].train_loss
+    result.seconds_per_epoch = _mean_seconds([r for r in result.epochs if r.epoch > tau])
+    result.final_train_loss = result.epochs[-1].train_loss
     return result
+
+
+def _exploit_practical(result: EEResult, ee_model: EEModel, snapshot: Snapshot, data: TrainData, algorithm: BaseAlgorithm,
+                       config: EEConfig, callbacks: Callbacks, checkpointer: Checkpointer | None, resume_state: dict | None,
+                       checkpoint_state: Callable[[str, int], dict]) -> None:
+    """The base algorithm itself on f̃: same optimizer state, schedule and random streams, plus a group for V."""
+    tau = config.explore_epochs
+    optimizer = algorithm.make_optimizer([{"params": [p for p in ee_model.base.parameters() if p.requires_grad]}])
+    optimizer.load_state_dict(snapshot.optimizer_state)
+    result.feature_lr = feature_learning_rate(algorithm)
+    add_param_group(optimizer, {"params": [ee_model.V], "lr": result.feature_lr})
+    streams = RandomStreams.seeded(0)
+    streams.set_state(snapshot.streams_state)
+    first_epoch = tau
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        streams.set_state(resume_state["streams"])
+        result.epochs = records_from_state(resume_state["records"])
+        first_epoch = resume_state["epoch"]
+
+    def after_epoch(record: EpochRecord) -> None:
+        result.epochs.append(record)
+        if checkpointer is not None:
+            state = checkpoint_state("exploit", record.epoch)
+            state.update(optimizer=optimizer.state_dict(), streams=streams.get_state(), records=records_to_state(result.epochs))
+            checkpointer.save(state)
+
+    train_epochs(ee_model, optimizer, data, algorithm, first_epoch=first_epoch, n_epochs=config.epochs - first_epoch,
+                 total_epochs=config.epochs, streams=streams, phase="exploit", callbacks=callbacks, on_epoch=after_epoch,
+                 forward=ee_model.forward_indexed)
+
+
+def _exploit_certified(result: EEResult, ee_model: EEModel, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig,
+                       callbacks: Callbacks, checkpointer: Checkpointer | None, resume_state: dict | None,
+                       checkpoint_state: Callable[[str, int], dict]) -> None:
+    """Full-batch gradient descent with Armijo steps; the run's last record is the point where it stopped."""
+    tau = config.explore_epochs
+    progress = None
+    elapsed = 0.0
+    if resume_state is not None:
+        saved = resume_state["progress"]
+        progress = CertifiedProgress(steps=[CertifiedStep(**row) for row in saved["steps"]], violations=saved["violations"],
+                                     scale=saved["scale"], finished=saved["finished"])
+        elapsed = saved["seconds"]
+    start = time.perf_counter()
+
+    def after_step(current: CertifiedProgress) -> None:
+        if checkpointer is not None:
+            state = checkpoint_state("certified", tau)
+            state["progress"] = {"steps": [asdict(s) for s in current.steps], "violations": current.violations,
+                                 "scale": current.scale, "finished": current.finished,
+                                 "seconds": elapsed + time.perf_counter() - start}
+            checkpointer.save(state)
+
+    progress = run_certified(ee_model, data, algorithm, result.certificate, max_steps=config.certified_steps,
+                             target_ratio=config.certified_target, callbacks=callbacks, progress=progress, on_step=after_step)
+    result.steps, result.bound_violations = progress.steps, progress.violations
+    record = make_epoch_record(ee_model, data, algorithm.loss, tau + 1, elapsed + time.perf_counter() - start)
+    record.extra.update(callbacks.on_epoch_end("exploit", tau + 1, ee_model))
+    result.epochs.append(record)
+
+
+def train_framework(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, *, framework: str,
+                    seed: int, head_name: str | None, callbacks: Callbacks, checkpointer: Checkpointer | None = None,
+                    resume: bool = False) -> RunResult | EEResult:
+    """Run one framework (`base` or `ee`) end to end, with a checkpoint after every epoch.
+
+    With `resume`, the run continues from the checkpointer's saved state (or
+    starts afresh when there is none) and finishes with the figures an
+    uninterrupted run with the same seed would give.
+    """
+    if framework not in FRAMEWORKS:
+        raise TrainingConfigError("--framework", framework, f"one of {', '.join(FRAMEWORKS)}")
+    if resume and checkpointer is None:
+        raise TrainingConfigError("--resume", True, "a --checkpoint-dir to resume from")
+    check_run(algorithm, config)
+    state = checkpointer.load() if resume and checkpointer is not None else None
+    phase = state["phase"] if state is not None else None
+
+    if framework == "base":
+        result, _ = run_base(model, data, algorithm, config, seed=seed, callbacks=callbacks, checkpointer=checkpointer,
+                             resume_state=state if phase == "base" else None)
+        return result
+
+    if phase in ("exploit", "certified"):
+        snapshot = Snapshot.from_state(state["transition"])
+        explored = records_from_state(state["explored"])
+    else:
+        explored_run, snapshot = run_base(model, data, algorithm, config, seed=seed, callbacks=callbacks, checkpointer=checkpointer,
+                                          resume_state=state if phase == "explore" else None, n_epochs=config.explore_epochs,
+                                          phase="explore")
+        explored = explored_run.epochs
+    return run_ee(model, data, algorithm, config, snapshot, explored, seed=seed, head_name=head_name, callbacks=callbacks,
+                  checkpointer=checkpointer, resume_state=state if phase in ("exploit", "certified") else None)
