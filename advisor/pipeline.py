@@ -192,7 +192,7 @@ def _training_section(config: CheckConfig, algorithm: BaseAlgorithm, base, ee) -
                                     note=certificate.note, residual=certificate.residual),
         representation=ee.representation, loss_at_transition=ee.loss_at_transition, final_train_loss=ee.final_train_loss,
         bound_violations=ee.bound_violations, steps=[StepItem(step=s.step, loss=s.loss, certified_factor=s.certified_factor) for s in ee.steps],
-        feature_lr=ee.feature_lr,
+        feature_lr=ee.feature_lr, transition_seconds=ee.transition_seconds,
     )
     return TrainingSection(loss=config.loss, algorithm=asdict(algorithm),
                            base=RunSection(epochs=_epoch_items(base.epochs), seconds_per_epoch=base.seconds_per_epoch), ee=ee_section)

@@ -140,10 +140,12 @@ class EESection(RunSection):
 
 
 class TrainingSection(Strict):
+    """The base and EE runs; `advisor train` runs one framework and leaves the other None."""
+
     loss: Literal["mse", "ce"]
     algorithm: dict[str, object]
-    base: RunSection
-    ee: EESection
+    base: RunSection | None
+    ee: EESection | None
 
 
 class Verdict(Strict):

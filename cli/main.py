@@ -7,6 +7,7 @@ import warnings
 import typer
 
 from cli.check import check
+from cli.train import train
 
 # torch 2.14 warns about its own deprecated torch.jit.script when
 # torchvision is imported; the warning is not about the user's model.
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(name="check")(check)
+app.command(name="train")(train)
 
 
 @app.callback()

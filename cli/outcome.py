@@ -35,6 +35,6 @@ def exit_code_for(report, conditions: list[str]) -> int:
     if report.verdict.label == "misaligned":
         happened.add("misaligned")
     training = report.training
-    if training is not None and training.ee.final_train_loss > report.settings.get("confirm_ratio", 0.1) * training.ee.loss_at_transition:
+    if training is not None and training.ee is not None and training.ee.final_train_loss > report.settings.get("confirm_ratio", 0.1) * training.ee.loss_at_transition:
         happened.add("no-convergence")
     return 1 if happened & set(conditions) else 0

@@ -33,11 +33,14 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
     training = report.training
     if training is not None:
         base, ee = training.base, training.ee
-        rows += [
-            ("base run", f"train loss {format_number(base.epochs[0].train_loss)} → {format_number(base.epochs[-1].train_loss)}, "
-                         f"test accuracy {format_number(base.epochs[-1].test_accuracy)}"),
-            ("EE run", f"train loss {format_number(ee.loss_at_transition)} at transition → {format_number(ee.final_train_loss)}, "
-                       f"test accuracy {format_number(ee.epochs[-1].test_accuracy)} ({ee.mode} mode, p = {ee.p})"),
-            ("EE certificate", f"σ_min(Φ) = {format_number(ee.certificate.sigma_min)}, bound violations {ee.bound_violations}"),
-        ]
+        if base is not None:
+            rows.append(("base run", f"train loss {format_number(base.epochs[0].train_loss)} → {format_number(base.epochs[-1].train_loss)}, "
+                                     f"test accuracy {format_number(base.epochs[-1].test_accuracy)}"))
+        if ee is not None:
+            rows += [
+                ("EE run", f"train loss {format_number(ee.loss_at_transition)} at transition → {format_number(ee.final_train_loss)}, "
+                           f"test accuracy {format_number(ee.epochs[-1].test_accuracy)} ({ee.mode} mode, p = {ee.p})"),
+                ("EE certificate", f"σ_min(Φ) = {format_number(ee.certificate.sigma_min)} ({ee.certificate.method}), "
+                                   f"bound violations {ee.bound_violations}"),
+            ]
     return rows

@@ -32,8 +32,9 @@ def render_markdown(report: Report) -> str:
 
     if report.training is not None:
         lines += ["", "## Training", ""]
-        base = {e.epoch: e for e in report.training.base.epochs}
-        ee = {e.epoch: e for e in report.training.ee.epochs}
+        # `advisor train` fills only the framework it ran.
+        base = {e.epoch: e for e in report.training.base.epochs} if report.training.base is not None else {}
+        ee = {e.epoch: e for e in report.training.ee.epochs} if report.training.ee is not None else {}
         rows = []
         for epoch in sorted(set(base) | set(ee)):
             b, e = base.get(epoch), ee.get(epoch)
