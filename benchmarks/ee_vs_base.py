@@ -40,7 +40,11 @@ logger = logging.getLogger("ee_vs_base")
 
 
 class StepLog(Callbacks):
-    """Logs the end of every epoch with its phase."""
+    """Logs the end of every epoch, and every 50th certified step, with its phase."""
+
+    def on_step(self, phase: str, step: int, total_steps: int, loss: float) -> None:
+        if phase.startswith("exploit (certified)") and step % 50 == 0:
+            logger.info("  %s step %d of at most %d: mean loss %.3e", phase, step, total_steps, loss)
 
     def on_epoch_end(self, phase: str, epoch: int, model: torch.nn.Module) -> dict[str, float]:
         logger.info("  %s epoch %d done", phase, epoch)
@@ -92,7 +96,7 @@ def certified(spec: str, seed: int, limit: int | None, algorithm: BaseAlgorithm,
     explored, snapshot = run_base(model, data, algorithm, config, seed=seed, callbacks=StepLog(),
                                   n_epochs=config.explore_epochs, phase="explore")
     start = time.perf_counter()
-    ee = run_ee(model, data, algorithm, config, snapshot, explored.epochs, seed=seed, head_name="head", callbacks=Callbacks())
+    ee = run_ee(model, data, algorithm, config, snapshot, explored.epochs, seed=seed, head_name="head", callbacks=StepLog())
     return {"dataset": spec, "seed": seed, "n_train": data.n_train, "loss_at_transition_sum": ee.steps[0].loss,
             "final_loss_sum": ee.steps[-1].loss, "ratio": ee.steps[-1].loss / ee.steps[0].loss, "steps": len(ee.steps) - 1,
             "bound_violations": ee.bound_violations, "sigma_min": ee.certificate.sigma_min, "sigma_max": ee.certificate.sigma_max,

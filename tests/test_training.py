@@ -7,7 +7,10 @@ import torch
 from torch import nn
 
 from advisor.data import load_dataset
-from training import BaseAlgorithm, Callbacks, EEConfig, TrainData, TrainingConfigError, run_base, run_ee
+from training import (Augmentation, BaseAlgorithm, Callbacks, Checkpointer, EEConfig, Schedule, TrainData, TrainingConfigError,
+                      make_transition, run_base, run_ee, train_framework)
+from training.features import build_feature_map, certify
+from training.loop import RandomStreams, steps_per_epoch, train_epochs
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +66,207 @@ def test_seed_reproduces_run(digits_subset):
     (lambda: BaseAlgorithm(loss="hinge"), "--loss"),
     (lambda: EEConfig(epochs=3, explore_epochs=3), "--explore-epochs"),
     (lambda: EEConfig(mode="fast"), "--mode"),
+    (lambda: BaseAlgorithm(lr=float("inf")), "--lr"),
+    (lambda: BaseAlgorithm(momentum=1.0), "--momentum"),
+    (lambda: BaseAlgorithm(batch_size=0), "--batch-size"),
+    (lambda: Schedule(name="linear"), "--schedule"),
+    (lambda: Schedule(name="one-cycle", warmup_epochs=1), "--warmup-epochs"),
+    (lambda: Schedule(gamma=0), "--lr-gamma"),
+    (lambda: Schedule(warmup_epochs=10).check_fits(10), "--warmup-epochs"),
+    (lambda: Schedule(name="step", step_epochs=12).check_fits(10), "--lr-step-epochs"),
+    (lambda: Augmentation(crop_padding=-1), "--crop-padding"),
+    (lambda: EEConfig(certified_target=0), "--certified-target"),
 ])
 def test_invalid_configuration_names_option(make, option):
     with pytest.raises(TrainingConfigError) as caught:
         make()
     assert caught.value.option == option
     assert option in str(caught.value)
+
+
+# ---------------------------------------------------------------------------
+# Schedules and augmentation.
+
+STEPS_PER_EPOCH = 10
+TOTAL_STEPS = 100
+
+
+@pytest.mark.parametrize(("schedule", "step", "expected"), [
+    (Schedule(), 57, 1.0),
+    (Schedule(name="step", step_epochs=3, gamma=0.5), 29, 1.0),
+    (Schedule(name="step", step_epochs=3, gamma=0.5), 30, 0.5),
+    (Schedule(name="step", step_epochs=3, gamma=0.5), 65, 0.25),
+    (Schedule(name="cosine"), 0, 1.0),
+    (Schedule(name="cosine"), 50, 0.5),
+    (Schedule(name="cosine", final_factor=0.1), 100, 0.1),
+    (Schedule(name="cosine", warmup_epochs=2), 0, 1 / 20),
+    (Schedule(name="cosine", warmup_epochs=2), 19, 1.0),
+    (Schedule(name="cosine", warmup_epochs=2), 20, 1.0),
+    (Schedule(name="cosine", warmup_epochs=2), 60, 0.5),
+    (Schedule(name="one-cycle", one_cycle_div=25), 0, 1 / 25),
+    (Schedule(name="one-cycle", peak_fraction=0.3), 30, 1.0),
+    (Schedule(name="one-cycle", peak_fraction=0.3), 65, 0.5),
+])
+def test_schedule_factor(schedule, step, expected):
+    assert schedule.factor(step, STEPS_PER_EPOCH, TOTAL_STEPS) == pytest.approx(expected)
+
+
+def test_crop_keeps_shape_and_pixels():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5) + 1
+    augmented = Augmentation(crop_padding=2).apply(x, torch.Generator().manual_seed(0))
+
+    assert augmented.shape == x.shape
+    # Every kept pixel is a pixel of the same image and channel; the rest is zero padding.
+    for image in range(2):
+        for channel in range(3):
+            values = set(augmented[image, channel].flatten().tolist()) - {0.0}
+            assert values <= set(x[image, channel].flatten().tolist())
+
+
+def test_crop_with_zero_offset_is_identity():
+    x = torch.randn(4, 1, 6, 6)
+    augmented = Augmentation(crop_padding=0, flip=False).apply(x, torch.Generator().manual_seed(0))
+    assert torch.equal(augmented, x)
+
+
+def test_flip_mirrors_some_images():
+    x = torch.randn(64, 1, 4, 4)
+    augmented = Augmentation(flip=True).apply(x, torch.Generator().manual_seed(0))
+    flipped = [torch.equal(a, b.flip(-1)) for a, b in zip(augmented, x)]
+    kept = [torch.equal(a, b) for a, b in zip(augmented, x)]
+
+    assert all(f or k for f, k in zip(flipped, kept))
+    assert 10 < sum(flipped) < 54
+
+
+def test_augmentation_is_seeded():
+    x = torch.randn(8, 1, 8, 8)
+    augmentation = Augmentation(crop_padding=1, flip=True)
+    first = augmentation.apply(x, torch.Generator().manual_seed(5))
+    second = augmentation.apply(x, torch.Generator().manual_seed(5))
+    assert torch.equal(first, second)
+
+
+def test_augmentation_rejects_flat_inputs():
+    with pytest.raises(TrainingConfigError) as caught:
+        Augmentation(flip=True).check_inputs(torch.zeros(3, 64))
+    assert caught.value.option == "--flip"
+
+
+def test_phase_continues_global_schedule(digits_subset):
+    """A phase that starts at epoch 2 of 3 uses the rates of the run's last third, not a fresh schedule."""
+    algorithm = BaseAlgorithm(schedule=Schedule(name="cosine"))
+    model = narrow_model()
+    optimizer = algorithm.make_optimizer([{"params": list(model.parameters())}])
+    train_epochs(model, optimizer, digits_subset, algorithm, first_epoch=2, n_epochs=1, total_epochs=3,
+                 streams=RandomStreams.seeded(0), phase="exploit", callbacks=Callbacks())
+
+    n_steps = steps_per_epoch(digits_subset.n_train, algorithm.batch_size)
+    last = algorithm.schedule.factor(3 * n_steps - 1, n_steps, 3 * n_steps)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(algorithm.lr * last)
+    assert last < 0.01
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and resume.
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(Callbacks):
+    """Raises Interrupt at the end of epoch `epoch` of `phase`, or at certified step `step`."""
+
+    def __init__(self, phase: str, epoch: int | None = None, step: int | None = None) -> None:
+        self.phase, self.epoch, self.step = phase, epoch, step
+
+    def on_epoch_end(self, phase, epoch, model):
+        if phase == self.phase and epoch == self.epoch:
+            raise Interrupt
+        return {}
+
+    def on_step(self, phase, step, total_steps, loss):
+        if phase == self.phase and step == self.step:
+            raise Interrupt
+
+
+def final_figures(result) -> list[tuple]:
+    return [(r.epoch, r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy) for r in result.epochs]
+
+
+@pytest.mark.parametrize(("framework", "mode", "interrupt"), [
+    ("base", "practical", InterruptAt("base", epoch=3)),
+    ("ee", "practical", InterruptAt("explore", epoch=2)),
+    ("ee", "practical", InterruptAt("exploit", epoch=3)),
+    ("ee", "certified", InterruptAt("exploit (certified)", step=4)),
+])
+def test_resume_matches_uninterrupted(tmp_path, digits_subset, framework, mode, interrupt):
+    algorithm = BaseAlgorithm(schedule=Schedule(name="cosine", warmup_epochs=1))
+    config = EEConfig(epochs=4, explore_epochs=2, mode=mode, certified_steps=8)
+    run = dict(framework=framework, seed=1, head_name="5")
+    whole = train_framework(narrow_model(), digits_subset, algorithm, config, callbacks=Callbacks(), **run)
+
+    checkpointer = Checkpointer(tmp_path, {"test": 1})
+    with pytest.raises(Interrupt):
+        train_framework(narrow_model(), digits_subset, algorithm, config, callbacks=interrupt, checkpointer=checkpointer, **run)
+    resumed = train_framework(narrow_model(), digits_subset, algorithm, config, callbacks=Callbacks(),
+                              checkpointer=checkpointer, resume=True, **run)
+
+    assert final_figures(resumed) == final_figures(whole)
+    if mode == "certified":
+        assert [s.loss for s in resumed.steps] == [s.loss for s in whole.steps]
+
+
+def test_resume_rejects_other_settings(tmp_path, digits_subset):
+    config = EEConfig(epochs=2, explore_epochs=1)
+    train_framework(narrow_model(), digits_subset, BaseAlgorithm(), config, framework="base", seed=0, head_name="5",
+                    callbacks=Callbacks(), checkpointer=Checkpointer(tmp_path, {"lr": 0.05}))
+    with pytest.raises(TrainingConfigError) as caught:
+        train_framework(narrow_model(), digits_subset, BaseAlgorithm(), config, framework="base", seed=0, head_name="5",
+                        callbacks=Callbacks(), checkpointer=Checkpointer(tmp_path, {"lr": 0.1}), resume=True)
+    assert caught.value.option == "--resume"
+    assert "lr" in str(caught.value)
+
+
+# ---------------------------------------------------------------------------
+# The certificate.
+
+
+def test_certificate_exact_vs_lobpcg():
+    generator = torch.Generator().manual_seed(0)
+    z = torch.randn(150, 6, generator=generator, dtype=torch.float64)
+    feature_map = build_feature_map(z, 300, generator)
+    exact = certify(feature_map, z)
+    estimate = certify(feature_map, z, gram_budget_bytes=8 * 150 * 150 - 1)
+
+    assert exact.method == "exact"
+    assert estimate.method == "lobpcg"
+    assert estimate.sigma_min == pytest.approx(exact.sigma_min, rel=1e-5)
+    assert estimate.sigma_max == pytest.approx(exact.sigma_max, rel=1e-5)
+    # A Rayleigh quotient never falls below the smallest eigenvalue.
+    assert estimate.sigma_min >= exact.sigma_min * (1 - 1e-9)
+
+
+def test_certificate_vs_svd_of_features():
+    generator = torch.Generator().manual_seed(1)
+    z = torch.randn(80, 4, generator=generator, dtype=torch.float64)
+    feature_map = build_feature_map(z, 200, generator)
+    singular_values = torch.linalg.svdvals(feature_map(z))  # Φ as (N, p)
+    certificate = certify(feature_map, z)
+
+    assert certificate.sigma_min == pytest.approx(float(singular_values.min()), rel=1e-8)
+    assert certificate.sigma_max == pytest.approx(float(singular_values.max()), rel=1e-8)
+
+
+def test_cached_forward_matches_full_forward(digits_subset):
+    config = EEConfig(epochs=2, explore_epochs=1)
+    base, snapshot = run_base(narrow_model(), digits_subset, BaseAlgorithm(), config, seed=0, callbacks=Callbacks())
+    transition = make_transition(narrow_model(), snapshot, digits_subset, config, seed=0, head_name="5")
+    model = transition.model.eval()
+    with torch.no_grad():
+        model.V.normal_()
+        indices = torch.tensor([3, 0, 17, 399])
+        cached = model.forward_indexed(digits_subset.x_train[indices], indices)
+        full = model(digits_subset.x_train[indices])
+    torch.testing.assert_close(cached, full)
