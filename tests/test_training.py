@@ -42,6 +42,32 @@ def test_certified_run_obeys_bound_every_step(digits_subset):
     assert ee.steps[-1].loss <= 1e-4 * ee.steps[0].loss
 
 
+def small_residual_cnn() -> nn.Module:
+    from advisor.models.default import ResidualCNN
+
+    torch.manual_seed(0)
+    return ResidualCNN(width=8, n_blocks=1)
+
+
+def test_certified_bound_on_residual_cnn(digits_subset):
+    """BatchNorm, skips and convolutions: the product of certified factors bounds the loss at every step."""
+    data = TrainData(x_train=digits_subset.x_train[:300], targets_train=digits_subset.targets_train[:300],
+                     x_test=digits_subset.x_test, targets_test=digits_subset.targets_test, classification=True)
+    config = EEConfig(epochs=3, explore_epochs=2, mode="certified", certified_steps=40, certified_target=1e-6)
+    ee = train_framework(small_residual_cnn(), data, BaseAlgorithm(), config, framework="ee", seed=0, head_name="head",
+                         callbacks=Callbacks())
+
+    assert ee.bound_violations == 0
+    bound = ee.steps[0].loss
+    ratio = (ee.certificate.sigma_min / ee.certificate.sigma_max) ** 2
+    for step in ee.steps[1:]:
+        # With c = 1/2 and η_V = 1/σ_max², the factor is 1 − s_V·σ_min²/σ_max².
+        assert step.certified_factor == pytest.approx(1 - step.step_scale * ratio)
+        bound *= step.certified_factor
+        assert step.loss <= bound * (1 + 1e-4)
+    assert ee.steps[-1].loss <= 1e-6 * ee.steps[0].loss
+
+
 def test_exploration_equals_base_epochs(digits_subset):
     model = narrow_model()
     config = EEConfig(epochs=3, explore_epochs=2)
@@ -270,3 +296,21 @@ def test_cached_forward_matches_full_forward(digits_subset):
         cached = model.forward_indexed(digits_subset.x_train[indices], indices)
         full = model(digits_subset.x_train[indices])
     torch.testing.assert_close(cached, full)
+
+
+@pytest.mark.parametrize("mode", ["practical", "certified"])
+def test_test_split_changes_no_decision(digits_subset, mode):
+    """Replacing the test split by noise changes only the test figures: no step, stop or transition reads it."""
+    generator = torch.Generator().manual_seed(0)
+    noisy = TrainData(x_train=digits_subset.x_train, targets_train=digits_subset.targets_train,
+                      x_test=torch.randn(50, *digits_subset.x_test.shape[1:], generator=generator),
+                      targets_test=torch.rand(50, 10, generator=generator), classification=True)
+    config = EEConfig(epochs=3, explore_epochs=1, mode=mode, certified_steps=6)
+    run = dict(framework="ee", seed=2, head_name="5", callbacks=Callbacks())
+    clean = train_framework(narrow_model(), digits_subset, BaseAlgorithm(), config, **run)
+    altered = train_framework(narrow_model(), noisy, BaseAlgorithm(), config, **run)
+
+    assert [r.train_loss for r in altered.epochs] == [r.train_loss for r in clean.epochs]
+    assert [s.loss for s in altered.steps] == [s.loss for s in clean.steps]
+    assert altered.certificate.sigma_min == clean.certificate.sigma_min
+    assert [r.test_loss for r in altered.epochs] != [r.test_loss for r in clean.epochs]
