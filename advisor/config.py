@@ -62,6 +62,9 @@ class CheckConfig:
     warmup_epochs: float = 0.0
     lr_step_epochs: int = 1
     lr_gamma: float = 0.1
+    lr_final_factor: float = 0.0
+    lr_peak_fraction: float = 0.3
+    lr_one_cycle_div: float = 25.0
     crop_padding: int = 0
     flip: bool = False
     rho_tolerance: float = 1e-3
@@ -105,7 +108,9 @@ class CheckConfig:
         check_run(self.algorithm(), self.ee_config())
 
     def algorithm(self) -> BaseAlgorithm:
-        schedule = Schedule(name=self.schedule, warmup_epochs=self.warmup_epochs, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma)
+        schedule = Schedule(name=self.schedule, warmup_epochs=self.warmup_epochs, step_epochs=self.lr_step_epochs, gamma=self.lr_gamma,
+                            final_factor=self.lr_final_factor, peak_fraction=self.lr_peak_fraction,
+                            one_cycle_div=self.lr_one_cycle_div)
         return BaseAlgorithm(optimizer=self.optimizer, lr=self.lr, momentum=self.momentum, nesterov=self.nesterov,
                              batch_size=self.batch_size, weight_decay=self.weight_decay, loss=self.loss, schedule=schedule,
                              augmentation=Augmentation(crop_padding=self.crop_padding, flip=self.flip))
@@ -123,7 +128,8 @@ class CheckConfig:
 CONFIG_FILE_KEYS: dict[str, type] = {
     "loss": str, "epochs": int, "explore_epochs": int, "mode": str, "optimizer": str, "lr": float, "momentum": float,
     "nesterov": bool, "weight_decay": float, "batch_size": int, "schedule": str, "warmup_epochs": float,
-    "lr_step_epochs": int, "lr_gamma": float, "crop_padding": int, "flip": bool, "certified_steps": int,
+    "lr_step_epochs": int, "lr_gamma": float, "lr_final_factor": float, "lr_peak_fraction": float,
+    "lr_one_cycle_div": float, "crop_padding": int, "flip": bool, "certified_steps": int,
     "certified_target": float, "seed": int,
 }
 

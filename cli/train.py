@@ -36,6 +36,9 @@ def train(
     warmup_epochs: options.WarmupEpochs = None,
     lr_step_epochs: options.StepEpochs = None,
     lr_gamma: options.Gamma = None,
+    lr_final_factor: options.FinalFactor = None,
+    lr_peak_fraction: options.PeakFraction = None,
+    lr_one_cycle_div: options.OneCycleDiv = None,
     crop_padding: options.CropPadding = None,
     flip: options.Flip = None,
     certified_steps: options.CertifiedSteps = None,
@@ -62,7 +65,8 @@ def train(
         training = merge_settings(config_file, dict(
             loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
-            lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, crop_padding=crop_padding, flip=flip,
+            lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, lr_final_factor=lr_final_factor,
+            lr_peak_fraction=lr_peak_fraction, lr_one_cycle_div=lr_one_cycle_div, crop_padding=crop_padding, flip=flip,
             certified_steps=certified_steps, certified_target=certified_target, seed=seed,
         ))
         config = TrainConfig(

@@ -43,7 +43,9 @@ def _cosine(progress: float, epoch: float, schedule: "Schedule") -> float:
 
 def _one_cycle(progress: float, epoch: float, schedule: "Schedule") -> float:
     # Linear rise from 1/div to 1 over the first `peak_fraction` of the run,
-    # then cosine annealing down to `final_factor`, as in Smith's one-cycle policy.
+    # then cosine annealing down to `final_factor`. The defaults (peak at 30%,
+    # start at 1/25) are those of torch.optim.lr_scheduler.OneCycleLR, whose
+    # rise is a cosine instead of a line.
     start = 1.0 / schedule.one_cycle_div
     if progress < schedule.peak_fraction:
         return start + (1.0 - start) * progress / schedule.peak_fraction

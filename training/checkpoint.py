@@ -4,7 +4,7 @@ A checkpoint is one dict saved with torch.save: the phase, the epoch, model,
 optimizer and random-stream states, the records so far, and whatever the
 phase needs to continue (the transition snapshot, the certificate). The
 learning-rate schedule is a function of the global step, so the epoch number
-restores it. `fingerprint` holds the settings that change the figures; a
+restores it. `fingerprint` contains the settings that change the figures; a
 checkpoint written under other settings is rejected instead of resumed.
 """
 
@@ -65,7 +65,7 @@ class Checkpointer:
         """
         if not self.path.exists():
             return None
-        # The file holds tensors, numbers, strings and lists only, so the
+        # The file contains tensors, numbers, strings and lists only, so the
         # restricted unpickler suffices and no code in it can run.
         state = torch.load(self.path, map_location="cpu", weights_only=True)
         if state.get("format_version") != FORMAT_VERSION:

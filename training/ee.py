@@ -144,7 +144,7 @@ class CertifiedStep:
 
 @dataclass
 class CertifiedProgress:
-    """Where certified exploitation stands: enough to resume it after the last accepted step."""
+    """Progress of certified exploitation, with enough state to resume after the last accepted step."""
 
     steps: list[CertifiedStep] = field(default_factory=list)
     violations: int = 0
@@ -186,10 +186,10 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
     measured loss.
 
     Backtracking halves s_θ first and s_V only once s_θ is below
-    MIN_THETA_SCALE. Under a common scale the θ block, whose curvature the
-    run does not know, forced s_V down to 1/8 to 1/32 on the default CNN,
-    and the certified factor with it; keeping s_V at 1 gives a factor near
-    1 − σ_min²/σ_max². Both scales double (up to 1) after an accepted step.
+    MIN_THETA_SCALE. The curvature of the θ block is unknown, and under one
+    common scale it forced s_V down to 1/8 to 1/32 on the default CNN, which
+    weakened the certified factor as much. Keeping s_V at 1 gives a factor
+    near 1 − σ_min²/σ_max². Both scales double (up to 1) after an accepted step.
 
     Stops after `max_steps` steps in all or once L ≤ target_ratio·L(start).
     The model runs in eval mode (BatchNorm on running statistics) on the

@@ -83,8 +83,8 @@ def build_feature_map(z_train: torch.Tensor, width: int, generator: torch.Genera
 
 
 CERTIFICATE_METHODS = ("exact", "lobpcg")
-# Default memory budget of the n x n float64 Gram matrix: 2 GiB, which holds
-# it up to n = 16,384 training examples.
+# Default memory budget of the n x n float64 Gram matrix: 2 GiB, enough for
+# n up to 16,384 training examples.
 GRAM_BUDGET_BYTES = 2 * 2**30
 # Relative residual tolerance of the iterative estimate.
 LOBPCG_TOLERANCE = 1e-6
@@ -95,7 +95,7 @@ class FeatureCertificate:
     """Spectrum of Φ (p × n, one column per training example) that the guarantee rests on.
 
     `method` is `exact` (all eigenvalues of the float64 Gram matrix ΦᵀΦ) or
-    `lobpcg` (an iterative estimate, see `certify`); `residual` is the
+    `lobpcg` (an iterative estimate, see `certify`). `residual` is the
     eigenpair residual ‖ΦᵀΦ u − λ u‖ of the smallest estimate, None when exact.
     """
 
@@ -161,7 +161,7 @@ def certify(feature_map: RandomFeatureMap, z_train: torch.Tensor, *, gram_budget
     operator estimates the extreme eigenvalues. Its smallest value is a
     Rayleigh quotient, so it is never below the true λ_min: the estimate can
     overstate σ_min. The eigenpair residual r is stored, and the interval
-    [λ − r, λ + r] holds an eigenvalue of ΦᵀΦ.
+    [λ − r, λ + r] contains an eigenvalue of ΦᵀΦ.
     """
     n = int(z_train.shape[0])
     if 8 * n * n <= gram_budget_bytes:

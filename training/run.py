@@ -7,8 +7,8 @@ continues from that snapshot instead of recomputing those epochs. The
 learning-rate schedule spans the whole run of `EEConfig.epochs` epochs in
 both runs, so the exploitation phase continues it from epoch τ.
 
-Every phase can write a checkpoint after each epoch (or each certified step)
-through a `Checkpointer` and resume from it; `train_framework` runs one
+Every phase can write a checkpoint through a `Checkpointer` after each epoch
+(or each certified step) and resume from it. `train_framework` runs one
 framework end to end that way.
 """
 
@@ -207,7 +207,7 @@ def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, confi
     """Freeze z_τ at the snapshot, draw φ, certify rank(Φ) = n and start V at zero.
 
     Everything here is a deterministic function of the snapshot, the training
-    inputs and the seed, so a resumed run rebuilds the same block; a known
+    inputs and the seed, so a resumed run rebuilds the same block. A known
     `certificate` skips the eigenvalue computation.
     """
     start = time.perf_counter()
@@ -238,7 +238,7 @@ def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: 
            checkpointer: Checkpointer | None = None, resume_state: dict | None = None) -> EEResult:
     """Transition at the snapshot, certify the feature block, and exploit.
 
-    `explored` holds the base run's records up to the transition epoch, which
+    `explored` contains the base run's records up to the transition epoch, which
     are the EE run's exploration records. With a checkpointer, a checkpoint
     is written after every exploitation epoch (practical mode) or accepted
     step (certified mode); `resume_state` continues from one.
@@ -277,7 +277,7 @@ def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: 
 def _exploit_practical(result: EEResult, ee_model: EEModel, snapshot: Snapshot, data: TrainData, algorithm: BaseAlgorithm,
                        config: EEConfig, callbacks: Callbacks, checkpointer: Checkpointer | None, resume_state: dict | None,
                        checkpoint_state: Callable[[str, int], dict]) -> None:
-    """The base algorithm itself on f̃: same optimizer state, schedule and random streams, plus a group for V."""
+    """Train f̃ with the base algorithm itself: same optimizer state, schedule and random streams, plus a group for V."""
     tau = config.explore_epochs
     optimizer = algorithm.make_optimizer([{"params": [p for p in ee_model.base.parameters() if p.requires_grad]}])
     optimizer.load_state_dict(snapshot.optimizer_state)
@@ -307,7 +307,7 @@ def _exploit_practical(result: EEResult, ee_model: EEModel, snapshot: Snapshot, 
 def _exploit_certified(result: EEResult, ee_model: EEModel, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig,
                        callbacks: Callbacks, checkpointer: Checkpointer | None, resume_state: dict | None,
                        checkpoint_state: Callable[[str, int], dict]) -> None:
-    """Full-batch gradient descent with Armijo steps; the run's last record is the point where it stopped."""
+    """Train f̃ by full-batch gradient descent with Armijo steps; the last record is the point where it stopped."""
     tau = config.explore_epochs
     progress = None
     elapsed = 0.0
