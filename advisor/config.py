@@ -135,7 +135,7 @@ CONFIG_FILE_KEYS: dict[str, type] = {
 
 
 def _has_type(value: object, expected: type) -> bool:
-    # bool is a subclass of int in Python, so it is told apart first; a TOML
+    # bool is a subclass of int in Python, so it is checked first. A TOML
     # integer is a valid float.
     if expected is bool or isinstance(value, bool):
         return expected is bool and isinstance(value, bool)

@@ -74,7 +74,7 @@ class RhoSTracker(Callbacks):
 
 
 def _alignment_points(records, n_train: int, explore_epochs: int, final_epoch: int) -> list[AlignmentPoint]:
-    """ρ_S points from the epoch records, which survive a resume because the checkpoint holds them."""
+    """Build ρ_S points from the epoch records, which survive a resume because the checkpoint contains them."""
     points = []
     for record in records:
         if "rho_s" not in record.extra:

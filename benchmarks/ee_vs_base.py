@@ -65,7 +65,7 @@ def default_model(dataset, seed: int) -> torch.nn.Module:
 
 
 def compare(spec: str, seed: int, algorithm: BaseAlgorithm, config: EEConfig) -> dict:
-    """One base run and one practical EE run from the same initialization and seed."""
+    """Run the base algorithm and practical EE from the same initialization and seed."""
     dataset = load_dataset(spec, seed=seed)
     data = train_data(dataset)
     model = default_model(dataset, seed)
@@ -89,7 +89,7 @@ def compare(spec: str, seed: int, algorithm: BaseAlgorithm, config: EEConfig) ->
 
 
 def certified(spec: str, seed: int, limit: int | None, algorithm: BaseAlgorithm, config: EEConfig) -> dict:
-    """One certified EE run on the first `limit` training examples."""
+    """Run certified EE on the first `limit` training examples."""
     dataset = load_dataset(spec, seed=seed)
     data = train_data(dataset, limit)
     model = default_model(dataset, seed)
