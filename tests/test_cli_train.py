@@ -152,3 +152,17 @@ def test_resume_without_checkpoint_dir_exits_2(tmp_path):
     result = runner.invoke(app, ["train", "--resume", "--out", str(tmp_path / "report"), "--quiet"])
     assert result.exit_code == 2, result.output
     assert "--checkpoint-dir" in result.output
+
+
+def test_check_certified_mode(tmp_path):
+    model = write_model_file(tmp_path)
+    result = runner.invoke(app, ["check", f"{model}:DigitsMLP", "--mode", "certified", "--epochs", "2", "--explore-epochs", "1",
+                                 "--certified-steps", "4", "--max-samples", "32", "--out", str(tmp_path / "report"), "--quiet"])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    training = report["training"]
+    assert training["ee"]["mode"] == "certified"
+    assert training["ee"]["p"] == 8 * report["data"]["n_train"]
+    assert 2 <= len(training["ee"]["steps"]) <= 5
+    assert training["base"]["epochs"][-1]["epoch"] == 2
