@@ -78,7 +78,7 @@ def check(
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
     format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
-    device: Annotated[str, typer.Option(help="Device: cpu or cuda[:N].")] = "cpu",
+    device: Annotated[str, typer.Option(help="Device; this version runs on cpu only.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
 ) -> None:
     """Check MODEL on a dataset: structure, alignment, base and EE training, verdict and report."""

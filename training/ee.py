@@ -108,6 +108,8 @@ class EEModel(nn.Module):
 
     def forward_indexed(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """f̃ on training inputs x = x_train[indices], reading z_τ from the cache."""
+        if self.cached_z is None:
+            raise RuntimeError("EEModel.forward_indexed needs cache_representation(x_train) to run first")
         phi = self.feature_map(self.cached_z[indices])  # (B, p)
         return self.base(x) + phi @ self.V.T  # (B, M)
 
@@ -157,13 +159,19 @@ class CertifiedProgress:
         return self.steps[0].loss
 
 
-def _full_loss(model: nn.Module, data: TrainData, loss_name: str, chunk: int, with_grad: bool) -> float:
-    """Sum of per-example losses over the training set; accumulates gradients when asked."""
+def _full_loss(model: EEModel, data: TrainData, loss_name: str, chunk: int, with_grad: bool) -> float:
+    """Σ_i ℓ(f̃(x_i), y_i) over the training set; accumulates gradients when asked.
+
+    z_τ(x_i) comes from the model's training-set cache, so the frozen copy of
+    the network never runs here, and φ is computed per chunk without storing Φ.
+    """
     loss_fn = get_loss(loss_name)
     total = 0.0
     for start in range(0, data.n_train, chunk):
+        indices = torch.arange(start, min(start + chunk, data.n_train))
         with torch.set_grad_enabled(with_grad):
-            loss = loss_fn(model(data.x_train[start:start + chunk]), data.targets_train[start:start + chunk]).sum()
+            outputs = model.forward_indexed(data.x_train[indices], indices)  # (B, M)
+            loss = loss_fn(outputs, data.targets_train[indices]).sum()
         if with_grad:
             loss.backward()
         total += float(loss.detach().double())
@@ -215,7 +223,8 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
         return progress
 
     for step in range(len(progress.steps), max_steps + 1):
-        grads = [p.grad.detach().clone() for p in params]
+        # A parameter that the loss does not reach has no gradient.
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
         etas = [eta_v if v else eta_theta for v in is_v]
         decrease_theta = sum(eta_theta * float(g.double().pow(2).sum()) for g, v in zip(grads, is_v) if not v)
         decrease_v = sum(eta_v * float(g.double().pow(2).sum()) for g, v in zip(grads, is_v) if v)

@@ -28,7 +28,7 @@ from training.checkpoint import Checkpointer
 from training.ee import (CertifiedProgress, CertifiedStep, EEModel, FrozenRepresentation, check_mode, count_distinct,
                          feature_learning_rate, run_certified)
 from training.errors import TrainingConfigError
-from training.features import GRAM_BUDGET_BYTES, FeatureCertificate, build_feature_map, certify
+from training.features import GRAM_BUDGET_BYTES, FeatureCertificate, RandomFeatureMap, build_feature_map, certify
 from training.loop import Callbacks, EpochRecord, RandomStreams, TrainData, make_epoch_record, train_epochs
 
 FRAMEWORKS = ("ee", "base")
@@ -38,6 +38,11 @@ FRAMEWORKS = ("ee", "base")
 # at p = 8n (25 steps to 1e-7 of the transition loss on digits with the
 # default CNN). Practical mode pays for p in every batch and keeps 2n.
 WIDTH_FACTORS = {"practical": 2.0, "certified": 8.0}
+
+
+# σ_min(Φ) below this fraction of σ_max(Φ) counts as a failed certificate for
+# the representation z_τ alone.
+WEAK_CERTIFICATE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -199,38 +204,62 @@ class Transition:
     certificate: FeatureCertificate
     width: int
     representation_note: str
+    append_input: bool
     seconds: float
+
+    def known_state(self) -> dict:
+        """The choices that `make_transition(known=...)` needs to rebuild this block without recomputing them."""
+        return {"certificate": asdict(self.certificate), "representation_note": self.representation_note,
+                "append_input": self.append_input}
 
 
 def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, config: EEConfig, *, seed: int,
-                    head_name: str | None, certificate: FeatureCertificate | None = None) -> Transition:
+                    head_name: str | None, known: dict | None = None) -> Transition:
     """Freeze z_τ at the snapshot, draw φ, certify rank(Φ) = n and start V at zero.
 
     Everything here is a deterministic function of the snapshot, the training
-    inputs and the seed, so a resumed run rebuilds the same block. A known
-    `certificate` skips the eigenvalue computation.
+    inputs and the seed, so a resumed run rebuilds the same block. `known`
+    (the `Transition.known_state()` of an earlier run) skips the eigenvalue
+    computations and the choice of representation.
     """
     start = time.perf_counter()
     base = copy.deepcopy(model)
     base.load_state_dict(snapshot.model_state)
-
-    representation = FrozenRepresentation(base, head_name)
-    z_train = representation.encode(data.x_train)
-    note = "the input of the last affine layer" if head_name else "the flattened input"
-    if head_name and count_distinct(z_train) < count_distinct(data.x_train.flatten(1)):
-        collapsed = data.n_train - count_distinct(z_train)
-        representation = FrozenRepresentation(base, head_name, append_input=True)
-        z_train = representation.encode(data.x_train)
-        note = (f"the input of the last affine layer joined with the flattened input, because the last layer "
-                f"maps {collapsed} training inputs onto points that other inputs already occupy")
-
     width = max(data.n_train, math.ceil(config.feature_width_factor * data.n_train))
-    feature_map = build_feature_map(z_train, width, torch.Generator().manual_seed(seed + 1))
-    if certificate is None:
+
+    if known is not None:
+        representation, _, feature_map = _feature_block(base, head_name, known["append_input"], data, width, seed)
+        certificate = FeatureCertificate(**known["certificate"])
+        note, append_input = known["representation_note"], known["append_input"]
+    else:
+        representation, z_train, feature_map = _feature_block(base, head_name, False, data, width, seed)
         certificate = certify(feature_map, z_train, gram_budget_bytes=config.gram_budget_bytes, seed=seed)
+        note, append_input = ("the input of the last affine layer" if head_name else "the flattened input"), False
+
+        # A narrow or saturated last layer can map distinct inputs onto the same
+        # or nearly the same point, and then no function of z_τ separates them
+        # (σ_min(Φ) ≈ 0). Joining the input to z_τ restores distinct points.
+        if head_name and certificate.sigma_min < WEAK_CERTIFICATE * certificate.sigma_max:
+            joined, z_joined, joined_map = _feature_block(base, head_name, True, data, width, seed)
+            joined_certificate = certify(joined_map, z_joined, gram_budget_bytes=config.gram_budget_bytes, seed=seed)
+            if joined_certificate.sigma_min > certificate.sigma_min:
+                collapsed = data.n_train - count_distinct(z_train)
+                note = (f"the input of the last affine layer joined with the flattened input, because the last layer alone "
+                        f"gave σ_min(Φ) = {certificate.sigma_min:.2e} ({collapsed} training inputs share a point with another)")
+                append_input = True
+                representation, feature_map, certificate = joined, joined_map, joined_certificate
+
     ee_model = EEModel(base, representation, feature_map, n_outputs=data.targets_train.shape[1])
     ee_model.cache_representation(data.x_train)
-    return Transition(ee_model, certificate, width, note, time.perf_counter() - start)
+    return Transition(ee_model, certificate, width, note, append_input, time.perf_counter() - start)
+
+
+def _feature_block(base: nn.Module, head_name: str | None, append_input: bool, data: TrainData, width: int,
+                   seed: int) -> tuple[FrozenRepresentation, torch.Tensor, RandomFeatureMap]:
+    """Freeze the representation, encode the training inputs (N, D) and draw φ from the seed."""
+    representation = FrozenRepresentation(base, head_name, append_input=append_input)
+    z_train = representation.encode(data.x_train)
+    return representation, z_train, build_feature_map(z_train, width, torch.Generator().manual_seed(seed + 1))
 
 
 def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, snapshot: Snapshot,
@@ -245,8 +274,8 @@ def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: 
     """
     check_run(algorithm, config)
     tau = config.explore_epochs
-    known = FeatureCertificate(**resume_state["certificate"]) if resume_state is not None else None
-    transition = make_transition(model, snapshot, data, config, seed=seed, head_name=head_name, certificate=known)
+    known = resume_state["known"] if resume_state is not None else None
+    transition = make_transition(model, snapshot, data, config, seed=seed, head_name=head_name, known=known)
     ee_model = transition.model
     if resume_state is not None:
         ee_model.load_state_dict(resume_state["model"])
@@ -261,7 +290,7 @@ def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: 
 
     def checkpoint_state(phase: str, epoch: int) -> dict:
         return {"phase": phase, "epoch": epoch, "model": ee_model.state_dict(), "transition": snapshot.to_state(),
-                "explored": records_to_state(explored), "certificate": asdict(transition.certificate),
+                "explored": records_to_state(explored), "known": transition.known_state(),
                 "loss_at_transition": loss_at_transition}
 
     if config.mode == "practical":
