@@ -73,7 +73,12 @@ class CurveItem(Strict):
 
 
 class AlignmentPoint(Strict):
-    """ρ_S and, where it ran, the exact ρ at one point of training."""
+    """ρ_S and, where it ran, the exact ρ at one point of training.
+
+    `rho_s` is measured on the whole training split (`n_rho_s` examples, last-layer
+    features from a float32 pass), `rho_s_analysis` and `rho` on the `n`
+    analysis examples in float64, so rho <= rho_s_analysis always.
+    """
 
     stage: Literal["init", "epoch", "transition", "final"]
     epoch: int
