@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-REPORT_FORMATS = ("json", "md")
+REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
 
 
@@ -42,7 +42,7 @@ def check(
     memory_budget: Annotated[float, typer.Option(help="Memory budget of the exact ρ, in GiB.")] = 4.0,
     time_budget: Annotated[float, typer.Option(help="Time budget of one exact ρ measurement, in seconds.")] = 120.0,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
-    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
+    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
     seed: Annotated[int, typer.Option(help="Seed of every random choice (split, subset, initialization, batches, features).")] = 0,
     device: Annotated[str, typer.Option(help="Device: cpu or cuda[:N].")] = "cpu",

@@ -25,3 +25,7 @@ app.command(name="check")(check)
 @app.callback()
 def main() -> None:
     """Model-design advisor (Kawaguchi, Zhang and Deng, Neural Computation 2022)."""
+
+
+if __name__ == "__main__":
+    app()
