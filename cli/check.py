@@ -8,18 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cli.options import split_list
+
 REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
-
-
-def _split_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    from advisor.errors import UnknownChoiceError
-
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    for item in items:
-        if item not in allowed:
-            raise UnknownChoiceError(f"{option} value", item, allowed)
-    return items
 
 
 def check(
@@ -61,8 +53,8 @@ def check(
         from cli.display import RichProgress
         from reports.files import write_report
 
-        formats = _split_list("--format", format, REPORT_FORMATS)
-        conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        formats = split_list("--format", format, REPORT_FORMATS)
+        conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
         config = CheckConfig(
             model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, loss=loss, epochs=epochs,
             explore_epochs=explore_epochs, mode=mode, confirm=not no_confirm, rho_method=rho_method, max_samples=max_samples,

@@ -53,3 +53,10 @@ figcaption { font-size: 0.9em; color: #57606a; }
 code { font-size: 0.9em; background: #f6f8fa; padding: 0 0.2em; }
 footer { margin-top: 2em; font-size: 0.85em; color: #57606a; }
 """
+
+# Styles of a regression check's status in `advisor compare`.
+CHECK_STYLES = {
+    "passed": "green",
+    "failed": "bold red",
+    "skipped": "dim",
+}
