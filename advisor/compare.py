@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from advisor.errors import UsageError
-from advisor.report import AlignmentPoint, Report
+from advisor.report import Report
 
 # Verdicts from best to worst; a move to the right is a regression.
 VERDICT_ORDER = ("aligned", "misaligned", "structure-fails")
@@ -72,21 +72,21 @@ def _text(value: object) -> str:
     return str(value)
 
 
-def rho_after_exploration(report: Report) -> tuple[float | None, str, AlignmentPoint | None]:
-    """Return (value, name, point): the exact ρ at the transition point, else ρ_S there.
+def rho_after_exploration(report: Report) -> tuple[float | None, str]:
+    """Return (value, name): the exact ρ at the transition point, else ρ_S there.
 
     Without a transition point (no training ran) the latest measured point is used.
     """
     if not report.alignment:
-        return None, "ρ", None
+        return None, "ρ"
     point = next((p for p in report.alignment if p.stage == "transition"), report.alignment[-1])
     if point.rho is not None:
-        return point.rho, "ρ", point
-    return point.rho_s, "ρ_S", point
+        return point.rho, "ρ"
+    return point.rho_s, "ρ_S"
 
 
 def ee_converged(report: Report) -> bool | None:
-    """Whether the EE run's final training loss fell to the confirmation ratio of the loss at the transition; None without training."""
+    """Return whether the EE run's final training loss fell to the confirmation ratio of the loss at the transition; None without training."""
     if report.training is None:
         return None
     ratio = report.settings.get("confirm_ratio", DEFAULT_CONFIRM_RATIO)
@@ -115,8 +115,8 @@ def _check_verdict(baseline: Report, current: Report) -> CheckResult:
 
 
 def _check_rho(baseline: Report, current: Report, rho_tolerance: float) -> CheckResult:
-    before, before_name, _ = rho_after_exploration(baseline)
-    after, after_name, _ = rho_after_exploration(current)
+    before, before_name = rho_after_exploration(baseline)
+    after, after_name = rho_after_exploration(current)
     if before is None or after is None:
         missing = "baseline" if before is None else "current"
         return CheckResult("rho", "skipped", f"the {missing} report has no ρ or ρ_S after exploration", _text(before), _text(after))
@@ -145,7 +145,7 @@ def _check_convergence(baseline: Report, current: Report) -> CheckResult:
 
 def _figures(baseline: Report, current: Report) -> list[FigureChange]:
     def rows(report: Report) -> dict[str, str]:
-        value, name, _ = rho_after_exploration(report)
+        value, name = rho_after_exploration(report)
         figures = {
             "model": report.model.spec,
             "parameters": f"{report.model.n_params:,}",

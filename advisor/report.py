@@ -185,7 +185,7 @@ class Report(Strict):
 
 
 def supports_schema_version(version: object) -> bool:
-    """True when `version` has the major number of SCHEMA_VERSION: minor versions only add keys."""
+    """Return True when `version` has the major number of SCHEMA_VERSION: minor versions only add keys."""
     if not isinstance(version, str):
         return False
     major, _, minor = version.partition(".")
@@ -208,7 +208,7 @@ def load_report(path: Path) -> Report:
         raise ReportError(str(path), f"is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
                           "Pass the report.json that advisor check wrote.") from error
     if not isinstance(data, dict):
-        raise ReportError(str(path), f"holds a JSON {type(data).__name__}, not an object", "Pass the report.json that advisor check wrote.")
+        raise ReportError(str(path), f"contains a JSON {type(data).__name__}, not an object", "Pass the report.json that advisor check wrote.")
 
     version = data.get("schema_version")
     if not supports_schema_version(version):

@@ -47,7 +47,7 @@ STRUCTURE_HEADERS = ["tensor", "shape", "coefficient", "in subset S"]
 
 
 def structure_rows(report: Report) -> list[list[str]]:
-    """One row per parameter tensor: name, shape, fitted coefficient and whether it is in the subset."""
+    """Return one row per parameter tensor: name, shape, fitted coefficient and whether it is in the subset."""
     in_subset = {item.tensor: item.coefficient for item in report.structure.subset}
     coefficients = report.structure.coefficients
     rows = []

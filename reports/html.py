@@ -11,7 +11,7 @@ from reports.theme import HTML_STYLE, HTML_VERDICT_COLOURS, VERDICT_TITLES, conf
 
 
 def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> list[str]:
-    """An HTML table; columns from `numeric_from` on are right-aligned."""
+    """Render an HTML table; columns from `numeric_from` on are right-aligned."""
     lines = ["<table>", "<thead><tr>" + "".join(f"<th>{escape(h)}</th>" for h in headers) + "</tr></thead>", "<tbody>"]
     for row in rows:
         cells = [f'<td class="number">{escape(c)}</td>' if i >= numeric_from else f"<td>{escape(c)}</td>" for i, c in enumerate(row)]
@@ -21,7 +21,7 @@ def _table(headers: list[str], rows: list[list[str]], numeric_from: int = 1) -> 
 
 
 def _pairs(rows: list[tuple[str, str]]) -> list[str]:
-    """A two-column table of label and value, labels as row headers."""
+    """Render a two-column table of label and value, labels as row headers."""
     lines = ["<table>", "<tbody>"]
     lines += [f"<tr><th>{escape(label)}</th><td>{escape(value)}</td></tr>" for label, value in rows]
     lines += ["</tbody>", "</table>"]

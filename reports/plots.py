@@ -1,6 +1,6 @@
 """Plots of a report as SVG text, for the HTML report and the SVG files beside the Markdown report.
 
-Each plot function returns None when the report holds nothing to draw (no
+Each plot function returns None when the report has nothing to draw (no
 training, no exact ρ, no spectrum), so renderers can leave the figure out.
 """
 
@@ -62,7 +62,7 @@ def _positive(values: list[tuple[float, float | None]]) -> tuple[list[float], li
 
 
 def _exact_points(report: Report) -> list[AlignmentPoint]:
-    """One exact point per epoch of the base run; a point listed under two stages counts once."""
+    """Return one exact point per epoch of the base run; a point listed under two stages counts once."""
     by_epoch: dict[int, AlignmentPoint] = {}
     for point in report.alignment:
         if point.rho is not None:
@@ -95,8 +95,8 @@ def loss_plot(report: Report) -> Plot | None:
         bound_note = (f" The certified lower bound ½ρ²‖Y‖² is a sum over the n = {report.data.n_analysis} analysis examples; "
                       "it is divided by n here to share the units of the training loss, a mean per example.")
         # An aligned point has a bound near 1e-30, which would squeeze the
-        # loss curves into a sliver; the axis stops two decades below the
-        # smallest loss and lower bounds leave the plot at its bottom edge.
+        # loss curves into a sliver. So the axis stops two decades below the
+        # smallest loss, and lower bounds leave the plot at its bottom edge.
         losses = [e.train_loss for e in training.base.epochs + training.ee.epochs if e.train_loss > 0]
         if losses and any(value < min(losses) / 100 for value in y):
             axes.set_ylim(bottom=min(losses) / 100)
@@ -173,6 +173,6 @@ def spectrum_plot(report: Report) -> Plot | None:
 
 
 def render_plots(report: Report) -> list[Plot]:
-    """Every plot the report has data for, in reading order."""
+    """Render every plot the report has data for, in reading order."""
     plots = [loss_plot(report), rho_plot(report), spectrum_plot(report)]
     return [plot for plot in plots if plot is not None]

@@ -44,7 +44,7 @@ def render_terminal(report: Report) -> Group:
 
 
 def render_comparison(comparison: Comparison) -> Group:
-    """The figures side by side, changed rows marked, then one line per check."""
+    """Show the figures side by side, changed rows marked, then one line per check."""
     figures = Table(title=f"Baseline {comparison.baseline_spec} → current {comparison.current_spec}", title_justify="left")
     figures.add_column("figure", style="bold")
     figures.add_column("baseline")

@@ -16,8 +16,8 @@ from cli.main import app
 
 CHROMIUM = Path("/usr/bin/chromium")
 
-# A two-layer MLP on the 8×8 digits; `sigmoid=True` squashes the outputs,
-# which breaks the structure assumption (an operation after the last affine map).
+# A two-layer MLP on the 8×8 digits. SigmoidMLP squashes the outputs, and an
+# operation after the last affine map breaks the structure assumption.
 MLP_SOURCE = '''
 import torch
 from torch import nn
@@ -83,7 +83,8 @@ def test_html_report_holds_every_plot(ten_epoch_dir):
     for name in ("loss", "rho", "spectrum"):
         start = html.index(f'<figure id="plot-{name}">')
         figure = html[start:html.index("</figure>", start)]
-        assert "<svg" in figure and "</svg>" in figure, name
+        assert "<svg" in figure, name
+        assert "</svg>" in figure, name
     assert html.count("<svg") == 3
 
 
@@ -121,7 +122,8 @@ def test_markdown_links_plot_files(ten_epoch_dir):
     for file_name in ("loss.svg", "rho.svg", "spectrum.svg"):
         assert f"]({file_name})" in markdown
         svg = (ten_epoch_dir / file_name).read_text()
-        assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+        assert svg.startswith("<svg"), file_name
+        assert svg.rstrip().endswith("</svg>"), file_name
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="headless Chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
@@ -238,7 +240,8 @@ def test_compare_final_sigmoid_regresses(small_reports, tmp_path):
     assert suite.get("failures") == str(len(failed))
     assert root.get("failures") == suite.get("failures")
     for case in cases:
-        assert case.get("classname") and case.get("name")
+        assert case.get("classname")
+        assert case.get("name")
     failure = next(case for case in cases if case.get("name") == "structure").find("failure")
     assert "sigmoid" in failure.get("message")
 
