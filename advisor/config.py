@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from advisor.data.targets import TASKS
 from advisor.errors import UnknownChoiceError, UsageError
 from training import BaseAlgorithm, EEConfig
 
@@ -25,7 +26,19 @@ class CheckConfig:
 
     model_spec: str | None = None
     model_args: dict = field(default_factory=dict)
+    # Options of model import: a state_dict file, permission to unpickle a
+    # full module, the cut at the logits, the largest model file in bytes
+    # and a per-example input shape replacing the one an ONNX graph declares.
+    weights: str | None = None
+    trust_pickle: bool = False
+    logits: bool = False
+    max_model_bytes: int = 2**31
+    input_shape: tuple[int, ...] | None = None
     data_spec: str = "digits"
+    # None infers the task from the targets; see advisor.data.targets.
+    task: str | None = None
+    # Target column (csv) or array key (npz, pt); None means the default.
+    target: str | None = None
     loss: str = "mse"
     epochs: int = 10
     explore_epochs: int = 5
@@ -54,6 +67,12 @@ class CheckConfig:
         if self.rho_method not in RHO_METHODS:
             raise UnknownChoiceError("--rho-method", self.rho_method, RHO_METHODS,
                                      hint="The matrix-free method (lsqr) is not part of this version.")
+        if self.task is not None and self.task not in TASKS:
+            raise UnknownChoiceError("--task", self.task, TASKS)
+        if self.max_model_bytes < 1:
+            raise UsageError("--max-model-mb", self.max_model_bytes / 2**20, "a positive number of MiB")
+        if self.input_shape is not None and (not self.input_shape or any(d < 1 for d in self.input_shape)):
+            raise UsageError("--input-shape", self.input_shape, "positive sizes separated by commas, e.g. 3,32,32")
         if self.max_samples < 2:
             raise UsageError("--max-samples", self.max_samples, "at least 2 examples")
         if self.structure_samples < 1:

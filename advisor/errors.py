@@ -51,12 +51,21 @@ class ModelSpecError(AdvisorError):
 
 
 class DataError(AdvisorError):
-    """A dataset is missing, corrupt or does not fit the task."""
+    """A dataset is missing, corrupt or does not fit the task.
 
-    def __init__(self, spec: str, problem: str, fix: str) -> None:
+    `path` is the file or folder at fault. `index` is the index of the
+    example at fault, or the line number for errors found while parsing a CSV
+    file. It is None when the problem concerns a whole file or dataset.
+    """
+
+    def __init__(
+        self, spec: str, problem: str, fix: str, *, path: str | None = None, index: int | None = None
+    ) -> None:
         self.spec = spec
         self.problem = problem
         self.fix = fix
+        self.path = path
+        self.index = index
         super().__init__(f"cannot use dataset {spec!r}: {problem}. {fix}")
 
 

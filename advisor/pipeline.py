@@ -106,13 +106,17 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
     seed_everything(config.seed)
 
     with clock.stage("load data"):
-        dataset = load_dataset(config.data_spec, seed=config.seed)
+        dataset = load_dataset(config.data_spec, seed=config.seed, task=config.task, target=config.target)
     if config.loss == "ce" and dataset.task != "classification":
         raise UsageError("--loss", "ce", "mse for a regression dataset")
 
     with clock.stage("build model"):
         seed_everything(config.seed)
-        loaded = build_model(config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args)
+        loaded = build_model(
+            config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args,
+            weights=config.weights, trust_pickle=config.trust_pickle, logits=config.logits,
+            max_model_bytes=config.max_model_bytes, input_shape_override=config.input_shape,
+        )
         model = loaded.module.float()
         x_train = torch.from_numpy(dataset.x_train)
         check_output_shape(loaded, x_train[:2], dataset.n_outputs)

@@ -14,10 +14,28 @@ REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
 
 
+def _parse_shape(text: str | None) -> tuple[int, ...] | None:
+    from advisor.errors import UsageError
+
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError("--input-shape", text, "positive sizes separated by commas, e.g. 3,32,32") from None
+
+
 def check(
-    model: Annotated[Optional[str], typer.Argument(help="Model: path/to/file.py:NAME, torchvision:NAME, or nothing for the built-in residual CNN.")] = None,
-    data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR or fashion-mnist:DIR. Nothing is downloaded.")] = "digits",
+    model: Annotated[Optional[str], typer.Argument(help="Model: path/to/file.py:NAME, torchvision:NAME, path/to/model.onnx, path/to/model.pt (TorchScript), or nothing for the built-in residual CNN.")] = None,
+    data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, svhn:DIR, imagefolder:DIR, npz:FILE, pt:FILE or csv:FILE. Nothing is downloaded.")] = "digits",
+    task: Annotated[Optional[str], typer.Option(help="classification or regression; inferred from the targets when unambiguous.")] = None,
+    target: Annotated[Optional[str], typer.Option(help="Target column of a CSV file (name or 0-based position; default: the last column) or target array key of an npz/pt file (default: y).")] = None,
     model_arg: Annotated[list[str], typer.Option("--model-arg", help="Keyword argument for the model constructor, key=value; repeatable.")] = [],
+    weights: Annotated[Optional[Path], typer.Option(help="State_dict file loaded into a file.py:NAME or torchvision:NAME model (read with torch.load(weights_only=True)).")] = None,
+    trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="Allow a .pt file that holds a pickled full module; unpickling runs code from the file.")] = False,
+    logits: Annotated[bool, typer.Option("--logits", help="Cut a final Softmax, LogSoftmax or Sigmoid from an ONNX or TorchScript graph and analyse the logits.")] = False,
+    input_shape: Annotated[Optional[str], typer.Option(help="Per-example input shape C,H,W (comma-separated sizes) replacing the one an ONNX graph declares.")] = None,
+    max_model_mb: Annotated[float, typer.Option(help="Largest model or weights file to load, in MiB (external data included).")] = 2048.0,
     loss: Annotated[str, typer.Option(help="Training loss: mse (squared loss, ½‖q−y‖² per example) or ce (cross-entropy on logits).")] = "mse",
     epochs: Annotated[int, typer.Option(help="Epochs of the base run; the EE run uses the same number in total.")] = 10,
     explore_epochs: Annotated[int, typer.Option(help="Epochs of exploration before the EE transition (fewer than --epochs).")] = 5,
@@ -56,7 +74,9 @@ def check(
         formats = split_list("--format", format, REPORT_FORMATS)
         conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
         config = CheckConfig(
-            model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, loss=loss, epochs=epochs,
+            model_spec=model, model_args=parse_model_args(model_arg), weights=str(weights) if weights is not None else None,
+            trust_pickle=trust_pickle, logits=logits, max_model_bytes=int(max_model_mb * 2**20),
+            input_shape=_parse_shape(input_shape), data_spec=data, task=task, target=target, loss=loss, epochs=epochs,
             explore_epochs=explore_epochs, mode=mode, confirm=not no_confirm, rho_method=rho_method, max_samples=max_samples,
             optimizer=optimizer, lr=lr, momentum=momentum, batch_size=batch_size, weight_decay=weight_decay,
             rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget, time_budget_s=time_budget, seed=seed, device=device,

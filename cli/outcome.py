@@ -19,7 +19,11 @@ def run_guarded(work: Callable[[], T], err_console: Console) -> T:
     try:
         return work()
     except (AdvisorError, TrainingConfigError) as error:
-        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+        from rich.text import Text
+
+        # Plain Text, so brackets in paths are not read as markup; soft_wrap
+        # keeps paths and values on one line so they can be copied.
+        err_console.print(Text("error: ", style="bold red") + Text(str(error)), soft_wrap=True)
         raise typer.Exit(2) from error
 
 

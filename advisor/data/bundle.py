@@ -1,8 +1,14 @@
-"""In-memory datasets as the rest of the advisor sees them."""
+"""Dataset containers passed from the sources to the analysis.
+
+A `RawDataset` may hold file-backed inputs (see `advisor.data.lazy`); a
+`Dataset` holds normalized float32 arrays in memory.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -12,19 +18,31 @@ class RawDataset:
     """Arrays as a source provides them, before splitting and normalization.
 
     `x` has shape (N, C, H, W) for images or (N, F) for tabular data, any real
-    dtype. `y` holds integer class indices (N,) for classification or real
-    targets (N,) or (N, M) for regression. `x_test`/`y_test` are set when the
-    source ships a test split.
+    dtype. It is an `np.ndarray` or a row-indexed lazy array from
+    `advisor.data.lazy`. `task` is "classification" when the source declares
+    classes, and then `y` holds integer class indices (N,) into `class_names`.
+    `task` is None when the source cannot tell (npz, pt, csv), and then `y`
+    holds labels or targets as stored: integers, floats or strings, shape (N,)
+    or (N, M). `x_test`/`y_test` are set when the source ships a test split.
     """
 
-    x: np.ndarray
+    x: Any
     y: np.ndarray
-    task: str
+    task: str | None
     class_names: list[str] = field(default_factory=list)
-    x_test: np.ndarray | None = None
+    x_test: Any = None
     y_test: np.ndarray | None = None
     # Where the arrays came from, for error messages.
     origin: str = ""
+    # Names the file or line of example `index` in split "training" or "test";
+    # sources without a better name leave it None.
+    locate: Callable[[str, int], str] | None = None
+
+    def describe(self, split: str, index: int) -> str:
+        """Name example `index` of `split` for an error message."""
+        if self.locate is not None:
+            return self.locate(split, index)
+        return f"{split} example {index} of {self.origin}" if self.origin else f"{split} example {index}"
 
 
 @dataclass

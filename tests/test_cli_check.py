@@ -1,0 +1,106 @@
+"""`advisor check` through typer's CliRunner and one real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.factories import write_model_file
+
+runner = CliRunner()
+SMALL = ["--max-samples", "48", "--epochs", "3", "--explore-epochs", "1", "--quiet"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["check", *args])
+
+
+def test_small_run_writes_reports(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    result = invoke(f"{model}:DigitsMLP", "--out", str(out), *SMALL)
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["schema_version"] == "1.0"
+    assert report["structure"]["holds"] is True
+    assert report["verdict"]["label"] in ("aligned", "misaligned")
+    assert [p["stage"] for p in report["alignment"] if p["stage"] != "epoch"] == ["init", "transition", "final"]
+    assert len(report["training"]["base"]["epochs"]) == 4
+    assert report["training"]["ee"]["certificate"]["sigma_min"] > 0
+    assert (out / "report.md").read_text().startswith("# Model-design advisor")
+
+
+def test_lower_bound_holds_on_trained_model(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    result = invoke(f"{model}:DigitsMLP", "--model-arg", "width=4", "--out", str(out), *SMALL)
+
+    assert result.exit_code == 0, result.output
+    points = [p for p in json.loads((out / "report.json").read_text())["alignment"] if p["rho"] is not None]
+    assert len(points) >= 3
+    for point in points:
+        assert point["rho"] <= point["rho_s_analysis"] + 1e-12
+        assert point["loss"] >= point["loss_lower_bound"]
+
+
+def test_sigmoid_output_fails_structure(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    result = invoke(f"{model}:SigmoidMLP", "--loss", "mse", "--fail-on", "structure", "--no-confirm", "--out", str(out), "--max-samples", "32", "--quiet")
+
+    assert result.exit_code == 1, result.output
+    structure = json.loads((out / "report.json").read_text())["structure"]
+    assert structure["holds"] is False
+    assert "sigmoid" in structure["breaking_op"]
+
+
+def test_structure_failure_without_fail_on_exits_zero(tmp_path):
+    model = write_model_file(tmp_path)
+    result = invoke(f"{model}:SigmoidMLP", "--no-confirm", "--out", str(tmp_path / "r"), "--max-samples", "32", "--quiet")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(("spec_suffix", "data", "expected"), [
+    ("missing.py:Model", "digits", "not found"),
+    ("models.py:NoSuchModel", "digits", "defines no callable 'NoSuchModel'"),
+    ("models.py:make_wrong_size", "digits", "output size mismatch"),
+    ("models.py:DigitsMLP", "mnist:EMPTY", "no IDX files"),
+    ("models.py:DigitsMLP", "imagenet", "unknown dataset kind"),
+])
+def test_bad_input_exits_2_without_report(tmp_path, spec_suffix, data, expected):
+    write_model_file(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "report"
+    result = invoke(str(tmp_path / spec_suffix), "--data", data.replace("EMPTY", str(empty)), "--out", str(out), "--no-confirm", "--quiet")
+
+    assert result.exit_code == 2
+    assert expected in result.output
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf")])
+def test_bad_option_exits_2(tmp_path, option, value):
+    result = invoke("--no-confirm", option, value, "--out", str(tmp_path / "r"), "--quiet")
+    assert result.exit_code == 2
+    assert value in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_real_subprocess_run(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    completed = subprocess.run(
+        [sys.executable, "-m", "cli.main", "check", f"{model}:DigitsMLP", "--no-confirm", "--max-samples", "32", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "Report written" in completed.stdout
+    assert (out / "report.json").exists()
