@@ -9,19 +9,10 @@ import typer
 from rich.console import Console
 
 from cli import training_options as options
+from cli.options import split_list
 
-REPORT_FORMATS = ("json", "md")
+REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
-
-
-def _split_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    from advisor.errors import UnknownChoiceError
-
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    for item in items:
-        if item not in allowed:
-            raise UnknownChoiceError(f"{option} value", item, allowed)
-    return items
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -76,7 +67,7 @@ def check(
     memory_budget: Annotated[float, typer.Option(help="Memory budget of the exact ρ, in GiB.")] = 4.0,
     time_budget: Annotated[float, typer.Option(help="Time budget of one exact ρ measurement, in seconds.")] = 120.0,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
-    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
+    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
     device: Annotated[str, typer.Option(help="Device; this version runs on cpu only.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
@@ -94,8 +85,8 @@ def check(
         from cli.display import RichProgress
         from reports.files import write_report
 
-        formats = _split_list("--format", format, REPORT_FORMATS)
-        conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        formats = split_list("--format", format, REPORT_FORMATS)
+        conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
         training = merge_settings(config_file, dict(
             loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,

@@ -9,7 +9,8 @@ import typer
 from rich.console import Console
 
 from cli import training_options as options
-from cli.check import REPORT_FORMATS, _split_list
+from cli.check import REPORT_FORMATS
+from cli.options import split_list
 
 
 def train(
@@ -45,7 +46,7 @@ def train(
     certified_target: options.CertifiedTarget = None,
     seed: options.Seed = None,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
-    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
+    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
 ) -> None:
     """Train MODEL with one framework, checkpointing every epoch, and write report.json with `training` filled."""
@@ -61,7 +62,7 @@ def train(
         from cli.display import RichProgress
         from reports.files import write_report
 
-        formats = _split_list("--format", format, REPORT_FORMATS)
+        formats = split_list("--format", format, REPORT_FORMATS)
         training = merge_settings(config_file, dict(
             loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,

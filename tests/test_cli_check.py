@@ -121,3 +121,11 @@ def test_same_seed_gives_same_figures(tmp_path):
     assert strip(first_alignment) == strip(second_alignment)
     assert strip(first_epochs) == strip(second_epochs)
     assert first_final == second_final
+
+
+def test_report_files_are_world_readable(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    result = invoke(f"{model}:DigitsMLP", "--no-confirm", "--max-samples", "16", "--out", str(out), "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").stat().st_mode & 0o044 == 0o044
