@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +62,10 @@ def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_byte
     n_chunks = math.ceil(n_examples / chunk)
     if side == "columns":
         return GramPlan(side, chunk, 1, n_chunks, n_chunks, int(fixed + chunk * bytes_per_example))
-    # Held panel: chunks of J_c (8·B·M·P bytes each), plus one streamed chunk.
-    panel = int(max(1, available // (8 * chunk * n_outputs * n_params) - 1))
+    # Held panel: chunks of J_c (8·B·M·P bytes each), after room for one
+    # streamed chunk with its temporaries.
+    streamed = chunk * bytes_per_example
+    panel = int(max(1, (available - streamed) // (8 * chunk * n_outputs * n_params)))
     panel = min(panel, n_chunks)
     computations = 0
     for start in range(0, n_chunks, panel):
@@ -183,8 +184,3 @@ def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int,
     return AlignmentMeasure(method="exact", rho=residual(rank), n_examples=n_examples, n_rows=y.size, n_columns=P, rank=rank,
                             rank_tolerance=tolerance, sigma_max=sigma_max, sigma_min=float(sigma[rank - 1]) if rank else 0.0,
                             route="gram-columns", curve=curve, singular_values=[float(s) for s in sigma[:2000]])
-
-
-def iter_ranges(n_examples: int, chunk: int) -> Iterator[tuple[int, int]]:
-    """Yield (start, stop) example ranges of at most `chunk` examples."""
-    yield from _ranges(n_examples, chunk)
