@@ -176,7 +176,7 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
     recommendations = make_recommendations(structure_section, tracker.points, verdict, last_width=last_width, n_train=dataset.n_train)
 
     settings = config.as_dict()
-    settings["exact_estimate"] = estimate
+    settings["rho_estimates"] = estimate
     return Report(
         model=_model_section(loaded, dataset), data=_data_section(dataset, indices), structure=structure_section,
         alignment=tracker.points, training=training_section, verdict=verdict, recommendations=recommendations, caveats=caveats,
