@@ -16,6 +16,7 @@ MKL and may be off elsewhere.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -147,7 +148,10 @@ class LsqrMethod:
     def iterations_within(self, probe: Probe, budget: Budget) -> int:
         per_iteration = self._seconds_per_iteration(probe)
         spare = budget.time_s - LSQR_FIXED_PRODUCTS * per_iteration / 2
-        by_time = int(spare // per_iteration) if per_iteration > 0 else self.settings.max_iterations
+        if per_iteration > 0 and math.isfinite(spare):
+            by_time = int(spare // per_iteration)
+        else:
+            by_time = self.settings.max_iterations
         # The orthonormal bases take 8·(R + P) bytes per iteration; they get
         # at most half of the budget, the activations a quarter.
         by_memory = int(budget.memory_bytes / 2 // (8 * (probe.n_examples * probe.n_outputs + probe.n_params)))

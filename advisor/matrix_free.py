@@ -234,13 +234,12 @@ def _bracket(r_norm: float, jtr_norm: float, theta_norm: float, eps: float, sigm
     return max(lower, 0.0) / y_norm, min(upper, y_norm) / y_norm
 
 
-def _orthogonalize(vector: torch.Tensor, basis: list[torch.Tensor]) -> None:
-    """Remove from `vector`, in place, its components along orthonormal `basis` vectors (two passes)."""
-    if not basis:
+def _orthogonalize(vector: torch.Tensor, basis: torch.Tensor) -> None:
+    """Remove from `vector`, in place, its components along the orthonormal rows of `basis` (k, length), in two passes."""
+    if basis.shape[0] == 0:
         return
-    stacked = torch.stack(basis)  # (k, length)
     for _ in range(2):
-        vector -= stacked.T @ (stacked @ vector)
+        vector -= basis.T @ (basis @ vector)
 
 
 class KrylovState:
@@ -250,65 +249,73 @@ class KrylovState:
     Aᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ with L_{k+1} = [B_k, α_{k+1} e_{k+1}].
     Any coefficient vector c (k,) gives θ = θ_S + scale ⊙ (V_k c) with residual
     r = U_{k+1}(β₁e₁ − B_k c) and Jᵀ r = V_{k+1} L_{k+1}ᵀ(β₁e₁ − B_k c) / scale,
-    so every candidate is evaluated without another Jacobian product.
+    so every candidate is evaluated without another Jacobian product. The
+    bases are preallocated for `capacity` steps: 8·(capacity + 2)·(R + P) bytes.
     """
 
-    def __init__(self, op: JacobianOperator, scale: torch.Tensor, r0: torch.Tensor, norm_estimate: float) -> None:
+    def __init__(self, op: JacobianOperator, scale: torch.Tensor, r0: torch.Tensor, norm_estimate: float, capacity: int) -> None:
         self.op = op
         self.scale = scale
-        # α or β below 1e-12·‖B_k‖_F (LSQR's estimate of ‖A‖) is round-off:
-        # the next basis vector would be noise. `norm_estimate` (about ‖J‖)
-        # judges the first α, unscaled.
-        self.norm_squared = 0.0
+        self._U = torch.zeros(capacity + 2, op.n_rows, dtype=torch.float64)
+        self._V = torch.zeros(capacity + 2, op.n_params, dtype=torch.float64)
+        self.n_u = self.n_v = 1
         self.beta1 = float(r0.norm())
         self.betas: list[float] = []
-        # r0 = 0 (Y fitted by the start) or Jᵀ r0 = 0 (r0 ⊥ Col(J)) leaves
+        # r0 = 0 (Y fitted by the start) or Jᵀ r0 ≈ 0 (r0 ⊥ Col(J)) leaves
         # nothing to iterate on: the start is already the least-squares fit.
-        self.exhausted = self.beta1 == 0.0
-        self.U = [r0 / self.beta1 if self.beta1 > 0 else r0.clone()]
-        v = scale * op.rmatvec(self.U[0]) if self.beta1 > 0 else torch.zeros(op.n_params, dtype=torch.float64)
+        # α or β below 1e-12·‖B_k‖_F (LSQR's estimate of ‖A‖) is round-off;
+        # `norm_estimate` (about ‖J‖) judges the first α, unscaled.
+        if self.beta1 > 0:
+            self._U[0] = r0 / self.beta1
+        v = scale * op.rmatvec(self._U[0]) if self.beta1 > 0 else torch.zeros(op.n_params, dtype=torch.float64)
         self.alphas = [float(v.norm())]
-        self.exhausted = self.exhausted or float((v / scale).norm()) <= 1e-12 * norm_estimate * self.beta1
+        self.exhausted = self.beta1 == 0.0 or float((v / scale).norm()) <= 1e-12 * norm_estimate * self.beta1
+        if self.alphas[0] > 0:
+            self._V[0] = v / self.alphas[0]
         self.norm_squared = self.alphas[0] ** 2
-        self.V = [v / self.alphas[0] if self.alphas[0] > 0 else v]
 
     @property
     def steps(self) -> int:
         return len(self.betas)
 
+    def basis_v(self, count: int) -> torch.Tensor:
+        """The first `count` right basis vectors as rows (count, P)."""
+        return self._V[:count]
+
     def step(self) -> bool:
-        """Extend the bases by one vector each; False when the Krylov space is exhausted."""
-        if self.exhausted:
+        """Extend the bases by one vector each; False when the Krylov space is exhausted or full."""
+        if self.exhausted or self.n_v + 1 >= self._V.shape[0]:
             return False
-        u = self.op.matvec(self.scale * self.V[-1]) - self.alphas[-1] * self.U[-1]
-        _orthogonalize(u, self.U)
+        u = self.op.matvec(self.scale * self._V[self.n_v - 1]) - self.alphas[-1] * self._U[self.n_u - 1]
+        _orthogonalize(u, self._U[:self.n_u])
         beta = float(u.norm())
         if beta <= 1e-12 * math.sqrt(self.norm_squared):
             # A v_k lies in span(U_k): keep v_k as a last column with β = 0
             # and zero vectors u_{k+1}, v_{k+1}, so the least-squares problem
             # over all of V_k is consistent with the recurrences.
             self.betas.append(0.0)
-            self.U.append(torch.zeros_like(u))
             self.alphas.append(0.0)
-            self.V.append(torch.zeros_like(self.V[-1]))
+            self.n_u += 1
+            self.n_v += 1
             self.exhausted = True
             return False
         u /= beta
-        v = self.scale * self.op.rmatvec(u) - beta * self.V[-1]
-        _orthogonalize(v, self.V)
+        v = self.scale * self.op.rmatvec(u) - beta * self._V[self.n_v - 1]
+        _orthogonalize(v, self._V[:self.n_v])
         alpha = float(v.norm())
         self.norm_squared += alpha**2 + beta**2
         self.betas.append(beta)
-        self.U.append(u)
+        self._U[self.n_u] = u
+        self.n_u += 1
         self.alphas.append(alpha)
+        self.n_v += 1
         if alpha <= 1e-12 * math.sqrt(self.norm_squared):
             # Aᵀ u_{k+1} lies in span(V_k): α_{k+1} = 0 and a zero v_{k+1}
-            # keeps A V_k = U_{k+1} B_k and Aᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ exact.
+            # keep A V_k = U_{k+1} B_k and Aᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ exact.
             self.alphas[-1] = 0.0
-            self.V.append(torch.zeros_like(v))
             self.exhausted = True
             return False
-        self.V.append(v / alpha)
+        self._V[self.n_v - 1] = v / alpha
         return True
 
     def matrices(self) -> tuple[np.ndarray, np.ndarray]:
@@ -322,17 +329,15 @@ class KrylovState:
         return L[:, :k], L
 
 
-def _candidates(B: np.ndarray, rhs: np.ndarray, thresholds: list[float]) -> list[np.ndarray]:
-    """Coefficient vectors (k,): the least-squares solution and truncated ones that drop Ritz values below each threshold."""
-    out = [np.zeros(B.shape[1])]
-    if B.shape[1] == 0:
-        return out
+def _truncations(B: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Coefficients C (k, k+1): column j keeps the j largest Ritz values of B (k+1, k), so the last is the least-squares fit."""
+    k = B.shape[1]
+    if k == 0:
+        return np.zeros((0, 1))
     P_left, ritz, Q_right_t = np.linalg.svd(B, full_matrices=False)  # B = P diag(ritz) Qᵀ
-    projected = P_left.T @ rhs
-    for threshold in thresholds:
-        keep = ritz > threshold
-        out.append(Q_right_t[keep].T @ (projected[keep] / ritz[keep]))
-    return out
+    safe = np.where(ritz > 0, ritz, 1.0)
+    terms = Q_right_t.T * np.where(ritz > 0, (P_left.T @ rhs) / safe, 0.0)  # (k, k): column i is Ritz term i
+    return np.concatenate([np.zeros((k, 1)), np.cumsum(terms, axis=1)], axis=1)
 
 
 def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: ForwardTrace | None, chunk_examples: int,
@@ -359,28 +364,30 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
 
     theta0 = last_layer_start(op, model, x, targets, trace)
     r0 = y - op.matvec(theta0) if bool(theta0.any()) else y.clone()
-    krylov = KrylovState(op, scale, r0, sigma_high)
+    krylov = KrylovState(op, scale, r0, sigma_high, settings.max_iterations)
     lower = {eps: 0.0 for eps in CURVE_EPSILONS}
     upper = {eps: 1.0 for eps in CURVE_EPSILONS}
     targets_eps = [eps for eps in CURVE_EPSILONS if eps >= settings.target_eps * (1 - 1e-9)]
 
     def evaluate(eps_list: list[float]) -> None:
-        # Scaled-space Ritz values differ from J's singular values, so each ε
-        # tries truncations over a decade around ε·σ_max; each candidate
-        # gives a valid bracket and the tightest one is kept.
+        # Scaled-space Ritz values differ from J's singular values, so every
+        # truncation level of the Krylov least-squares fit is a candidate;
+        # each gives a valid bracket for every ε and the tightest is kept.
         B, L = krylov.matrices()
-        rhs = np.zeros(B.shape[0])
+        k = B.shape[1]
+        rhs = np.zeros(k + 1)
         rhs[0] = krylov.beta1
-        V_all = torch.stack(krylov.V[:L.shape[0]])  # (k+1, P)
-        V_k = V_all[:B.shape[1]]
+        C = _truncations(B, rhs)  # (k, k+1)
+        residuals = rhs[:, None] - B @ C  # (k+1, candidates)
+        V_all = krylov.basis_v(k + 1)  # (k+1, P)
+        jtr = (V_all.T @ torch.from_numpy(L.T @ residuals)) / scale[:, None]  # (P, candidates)
+        thetas = theta0[:, None] + scale[:, None] * (V_all[:k].T @ torch.from_numpy(C))  # (P, candidates)
+        r_norms = np.linalg.norm(residuals, axis=0)
+        jtr_norms = jtr.norm(dim=0).numpy()
+        theta_norms = thetas.norm(dim=0).numpy()
         for eps in eps_list:
-            thresholds = [eps * sigma_low * f for f in (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)]
-            for coefficients in _candidates(B, rhs, thresholds):
-                residual = rhs - B @ coefficients  # (k+1,)
-                jtr = (V_all.T @ torch.from_numpy(L.T @ residual)) / scale  # (P,)
-                theta = theta0 + scale * (V_k.T @ torch.from_numpy(coefficients))  # (P,)
-                low, high = _bracket(float(np.linalg.norm(residual)), float(jtr.norm()), float(theta.norm()), eps,
-                                     sigma_low, sigma_high, y_norm)
+            for r_norm, jtr_norm, theta_norm in zip(r_norms, jtr_norms, theta_norms):
+                low, high = _bracket(float(r_norm), float(jtr_norm), float(theta_norm), eps, sigma_low, sigma_high, y_norm)
                 lower[eps] = max(lower[eps], low)
                 upper[eps] = min(upper[eps], high)
 
@@ -415,8 +422,8 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     B, _ = krylov.matrices()
     rhs = np.zeros(B.shape[0])
     rhs[0] = krylov.beta1
-    coefficients = _candidates(B, rhs, [0.0])[-1]
-    theta = theta0 + scale * (torch.stack(krylov.V[:B.shape[1] + 1])[:B.shape[1]].T @ torch.from_numpy(coefficients))
+    coefficients = _truncations(B, rhs)[:, -1]  # (k,)
+    theta = theta0 + scale * (krylov.basis_v(B.shape[1]).T @ torch.from_numpy(coefficients))
     rho_upper = float((y - op.matvec(theta)).norm()) / y_norm
     recurrence_gap = abs(rho_upper - float(np.linalg.norm(rhs - B @ coefficients)) / y_norm)
 
