@@ -110,7 +110,12 @@ def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int) -> torch.T
         panel_ranges = ranges[panel_start:panel_start + plan.panel_chunks]
         panel = torch.cat([source.chunk(a, b) for a, b in panel_ranges])  # (rows of the panel, P)
         lo, hi = panel_ranges[0][0] * M, panel_ranges[-1][1] * M
-        K[lo:hi, lo:hi] = panel @ panel.T
+        # Only blocks on or below the diagonal are multiplied (half the flops
+        # of panel @ panel.T); the upper ones are their transposes.
+        for a, b in panel_ranges:
+            block = panel[a * M - lo:b * M - lo] @ panel[:b * M - lo].T  # (B·M, rows up to this chunk)
+            K[a * M:b * M, lo:b * M] = block
+            K[lo:b * M, a * M:b * M] = block.T
         # Later chunks are computed again (unless the panel held them all) and
         # multiplied against the held panel; K is symmetric, so the mirror
         # block is a transpose.
