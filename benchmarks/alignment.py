@@ -45,8 +45,11 @@ def load_problem(model_name: str, n: int, data: str):
 
     torch.manual_seed(0)
     raw = load_raw(data)
-    x = np.asarray(raw.x if data == "digits" else raw.x_test if raw.x_test is not None else raw.x, dtype=np.float32)
-    labels = np.asarray(raw.y if data == "digits" else raw.y_test if raw.y_test is not None else raw.y)
+    # Digits has no test split, so all 1,797 images are used; MNIST uses its test images.
+    x, labels = raw.x, raw.y
+    if data != "digits" and raw.x_test is not None:
+        x, labels = raw.x_test, raw.y_test
+    x, labels = np.asarray(x, dtype=np.float32), np.asarray(labels)
     x = (x - x.mean()) / (x.std() + 1e-12)
     if x.ndim == 3:
         x = x[:, None]
@@ -189,7 +192,8 @@ def run_method(method: str, model, x, targets, trace, memory_budget_gb: float) -
     if method == "features":
         from advisor.alignment import last_layer_rho
         measure = last_layer_rho(model, x, targets, trace)
-        return {"rho": measure.rho, "rho_eps_1e-3": measure.curve[eps_index].rho}
+        # ρ_S(ε) would use the last layer's spectrum, not J's, so it is not comparable.
+        return {"rho": measure.rho, "rho_eps_1e-3": None, "note": "ρ_S, an upper bound on ρ"}
     raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
 
 

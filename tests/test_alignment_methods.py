@@ -65,9 +65,9 @@ def test_gram_panels_match_one_pass():
     assert panels.rho == pytest.approx(whole.rho, abs=1e-12)
     assert panels.singular_values == pytest.approx(whole.singular_values, rel=1e-9)
     # One panel of four 2-example chunks: the triangular blocks within a panel.
-    held = gram_rho(model, x, targets, memory_budget_bytes=2**30,
+    one_panel = gram_rho(model, x, targets, memory_budget_bytes=2**30,
                     plan=GramPlan(side="rows", chunk_examples=2, panel_chunks=4, n_chunks=4, jacobian_chunk_computations=4, bytes=0))
-    assert held.singular_values == pytest.approx(whole.singular_values, rel=1e-9)
+    assert one_panel.singular_values == pytest.approx(whole.singular_values, rel=1e-9)
 
 
 def test_gram_plan_respects_budget():
