@@ -191,12 +191,14 @@ def rho_from_features(features: np.ndarray, targets: np.ndarray) -> AlignmentMea
     return measure
 
 
-def last_layer_features(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, batch_size: int = 512) -> np.ndarray | None:
+def last_layer_features(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, batch_size: int = 512,
+                        dtype: torch.dtype = torch.float64) -> np.ndarray | None:
     """Collect the input H (N, D) of the last affine map over inputs x (N, ...), or None.
 
     Works when the last parameter-consuming operation is `linear` called by an
     `nn.Linear` module on 2-D input and only linear operations follow it.
-    Runs in float64 with the model in eval mode.
+    Runs in `dtype` (float64 by default) with the model in eval mode; the
+    least-squares fit that follows is always float64.
     """
     last = trace.last_parametric
     if last is None or not trace.ends_affine or last.name != "linear" or not last.module:
@@ -205,14 +207,14 @@ def last_layer_features(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, 
     if not isinstance(head, nn.Linear):
         return None
 
-    work = analysis_copy(model)
+    work = analysis_copy(model, dtype)
     head_copy = dict(work.named_modules())[last.module]
     captured: list[torch.Tensor] = []
     handle = head_copy.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0].detach()))
     try:
         with torch.no_grad():
             for start in range(0, x.shape[0], batch_size):
-                work(x[start:start + batch_size].to(torch.float64))
+                work(x[start:start + batch_size].to(dtype))
     finally:
         handle.remove()
     if len(captured) != math.ceil(x.shape[0] / batch_size) or any(c.ndim != 2 for c in captured):
@@ -292,12 +294,13 @@ def exact_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> Alignme
     return measure
 
 
-def last_layer_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, trace: ForwardTrace) -> AlignmentMeasure | None:
+def last_layer_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, trace: ForwardTrace,
+                   feature_dtype: torch.dtype = torch.float64) -> AlignmentMeasure | None:
     """ρ_S from the last affine map's parameters, by features when possible, else by their Jacobian columns.
 
     Returns None when the model has no parameter-consuming operation.
     """
-    features = last_layer_features(model, x, trace)
+    features = last_layer_features(model, x, trace, dtype=feature_dtype)
     if features is not None:
         return rho_from_features(features, targets)
     if trace.last_parametric is None:

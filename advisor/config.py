@@ -84,8 +84,10 @@ class CheckConfig:
             raise UsageError("--memory-budget", self.memory_budget_gb, "a positive number of GB")
         if self.time_budget_s <= 0:
             raise UsageError("--time-budget", self.time_budget_s, "a positive number of seconds")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise UsageError("--device", self.device, "cpu or cuda[:N]")
+        # NOTE: training and analysis run on the CPU only; moving the model,
+        # the data and the random-feature block to a GPU is not implemented.
+        if self.device != "cpu":
+            raise UsageError("--device", self.device, "cpu, the only device this version trains and analyses on")
         # Building the training descriptions validates their options even when
         # no training runs, so --no-confirm rejects the same bad values.
         self.algorithm()

@@ -26,11 +26,13 @@ def squared_loss_sum(model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> 
 class AlignmentTracker(Callbacks):
     """Measures ρ_S after every base epoch and ρ, by the chosen method, where it is due.
 
-    ρ_S is measured on the whole training split (`rho_s`) and on the
-    analysis subset (`rho_s_analysis`, the bound that ρ on the same
-    examples never exceeds). ρ runs at initialization, at the transition, at
-    the end of the base run, and after every epoch when `exact_every_epoch`
-    is set. `choice` is None or names `features` when only ρ_S is measured.
+    ρ_S is measured on the whole training split (`rho_s`, features from a
+    float32 forward pass because this runs every epoch over every example;
+    the fit itself is float64) and on the analysis subset (`rho_s_analysis`,
+    all float64, the bound that ρ on the same examples never exceeds). ρ runs
+    at initialization, at the transition, at the end of the base run, and
+    after every epoch when `exact_every_epoch` is set. `choice` is None or
+    names `features` when only ρ_S is measured.
     """
 
     def __init__(self, *, x_train: torch.Tensor, targets_train: np.ndarray, x_analysis: torch.Tensor,
@@ -55,7 +57,7 @@ class AlignmentTracker(Callbacks):
         self.y_norm_squared = float(np.sum(stack_targets(targets_analysis) ** 2))
 
     def measure(self, model: nn.Module, stage: str, epoch: int, *, exact: bool) -> AlignmentPoint:
-        whole = last_layer_rho(model, self.x_train, self.targets_train, self.trace)
+        whole = last_layer_rho(model, self.x_train, self.targets_train, self.trace, feature_dtype=torch.float32)
         subset = last_layer_rho(model, self.x_analysis, self.targets_analysis, self.trace)
         n = int(self.x_analysis.shape[0])
         point = AlignmentPoint(stage=stage, epoch=epoch, n=n, rho_s=whole.rho if whole else None, rho=None,

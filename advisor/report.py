@@ -7,9 +7,13 @@ or disappears.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from advisor.errors import ReportError
 
 SCHEMA_VERSION = "1.0"
 
@@ -64,6 +68,8 @@ class StructureSection(Strict):
     last_layer_subset: list[str] | None = None
     breaking_op: str | None = None
     fix: str | None = None
+    # Fitted coefficient of every parameter tensor, in or out of the subset.
+    coefficients: dict[str, float] = Field(default_factory=dict)
 
 
 class CurveItem(Strict):
@@ -76,7 +82,12 @@ class CurveItem(Strict):
 
 
 class AlignmentPoint(Strict):
-    """ρ_S and, where it ran, the exact ρ at one point of training."""
+    """ρ_S and, where it ran, the exact ρ at one point of training.
+
+    `rho_s` is measured on the whole training split (`n_rho_s` examples, last-layer
+    features from a float32 pass), `rho_s_analysis` and `rho` on the `n`
+    analysis examples in float64, so rho <= rho_s_analysis always.
+    """
 
     stage: Literal["init", "epoch", "transition", "final"]
     epoch: int
@@ -185,3 +196,42 @@ class Report(Strict):
     caveats: list[str]
     environment: EnvironmentSection
     settings: dict[str, object] = Field(default_factory=dict)
+
+
+def supports_schema_version(version: object) -> bool:
+    """Return True when `version` has the major number of SCHEMA_VERSION: minor versions only add keys."""
+    if not isinstance(version, str):
+        return False
+    major, _, minor = version.partition(".")
+    return major == SCHEMA_VERSION.partition(".")[0] and (minor == "" or minor.isdigit())
+
+
+def load_report(path: Path) -> Report:
+    """Read and validate a `report.json`.
+
+    Raises ReportError when the file is missing, is not JSON, has a
+    schema_version of another major version, or does not match the model.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ReportError(str(path), f"cannot be read ({error.strerror or error})", "Pass the report.json that advisor check wrote.") from error
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ReportError(str(path), f"is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})",
+                          "Pass the report.json that advisor check wrote.") from error
+    if not isinstance(data, dict):
+        raise ReportError(str(path), f"contains a JSON {type(data).__name__}, not an object", "Pass the report.json that advisor check wrote.")
+
+    version = data.get("schema_version")
+    if not supports_schema_version(version):
+        raise ReportError(str(path), f"has schema_version {version!r}, but this advisor supports schema version {SCHEMA_VERSION} "
+                          f"(any {SCHEMA_VERSION.partition('.')[0]}.x)", "Re-create the report with this advisor's check command.")
+    try:
+        return Report.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ReportError(str(path), f"does not match the report schema {SCHEMA_VERSION}: {where}: {first['msg']} "
+                          f"({error.error_count()} problem(s) in all)", "Re-create the report with this advisor's check command.") from error

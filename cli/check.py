@@ -8,18 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-REPORT_FORMATS = ("json", "md")
+from cli.options import split_list
+
+REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
-
-
-def _split_list(option: str, text: str, allowed: tuple[str, ...]) -> list[str]:
-    from advisor.errors import UnknownChoiceError
-
-    items = [item.strip() for item in text.split(",") if item.strip()]
-    for item in items:
-        if item not in allowed:
-            raise UnknownChoiceError(f"{option} value", item, allowed)
-    return items
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -60,10 +52,10 @@ def check(
     memory_budget: Annotated[float, typer.Option(help="Memory budget of one ρ measurement, in GiB; chunk sizes adapt to it.")] = 4.0,
     time_budget: Annotated[float, typer.Option(help="Time budget of one ρ measurement, in seconds; the matrix-free method stops at it.")] = 120.0,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
-    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md.")] = "json,md",
+    format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
     seed: Annotated[int, typer.Option(help="Seed of every random choice (split, subset, initialization, batches, features).")] = 0,
-    device: Annotated[str, typer.Option(help="Device: cpu or cuda[:N].")] = "cpu",
+    device: Annotated[str, typer.Option(help="Device; this version runs on cpu only.")] = "cpu",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
 ) -> None:
     """Check MODEL on a dataset: structure, alignment, base and EE training, verdict and report."""
@@ -79,8 +71,8 @@ def check(
         from cli.display import RichProgress
         from reports.files import write_report
 
-        formats = _split_list("--format", format, REPORT_FORMATS)
-        conditions = _split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        formats = split_list("--format", format, REPORT_FORMATS)
+        conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
         config = CheckConfig(
             model_spec=model, model_args=parse_model_args(model_arg), weights=str(weights) if weights is not None else None,
             trust_pickle=trust_pickle, logits=logits, max_model_bytes=int(max_model_mb * 2**20),

@@ -7,6 +7,9 @@ import warnings
 import typer
 
 from cli.check import check
+from cli.compare_cmd import compare
+from cli.report_cmd import report
+from cli.schema_cmd import schema
 
 # torch 2.14 warns about its own deprecated torch.jit.script when
 # torchvision is imported; the warning is not about the user's model.
@@ -20,6 +23,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(name="check")(check)
+app.command(name="report")(report)
+app.command(name="compare")(compare)
+app.command(name="schema")(schema)
 
 
 @app.callback()

@@ -41,3 +41,20 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
             ("EE certificate", f"σ_min(Φ) = {format_number(ee.certificate.sigma_min)}, bound violations {ee.bound_violations}"),
         ]
     return rows
+
+
+STRUCTURE_HEADERS = ["tensor", "shape", "coefficient", "in subset S"]
+
+
+def structure_rows(report: Report) -> list[list[str]]:
+    """Return one row per parameter tensor: name, shape, fitted coefficient and whether it is in the subset."""
+    in_subset = {item.tensor: item.coefficient for item in report.structure.subset}
+    coefficients = report.structure.coefficients
+    rows = []
+    for tensor in report.model.tensors:
+        coefficient = coefficients.get(tensor.name, in_subset.get(tensor.name))
+        rows.append([
+            tensor.name, "×".join(str(size) for size in tensor.shape) or "scalar",
+            "n/a" if coefficient is None else f"{coefficient:.6g}", "yes" if tensor.name in in_subset else "no",
+        ])
+    return rows

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from advisor.report import Report
-from reports.figures import ALIGNMENT_HEADERS, alignment_rows, summary_rows
+from reports.figures import ALIGNMENT_HEADERS, STRUCTURE_HEADERS, alignment_rows, structure_rows, summary_rows
+from reports.plots import PLOT_FILES, Plot
 from reports.theme import VERDICT_TITLES, confirmation_text, format_number
 
 
@@ -13,8 +14,12 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-def render_markdown(report: Report) -> str:
-    """Return the whole report as Markdown text."""
+def render_markdown(report: Report, plots: list[Plot] | None = None) -> str:
+    """Return the whole report as Markdown text.
+
+    Each plot in `plots` is linked as the SVG file named in PLOT_FILES, which
+    the caller writes beside the Markdown file; without plots none is linked.
+    """
     verdict = report.verdict
     lines = [f"# Model-design advisor: {VERDICT_TITLES[verdict.label]} ({confirmation_text(verdict.confirmed)})", ""]
     lines += [f"- {sentence}" for sentence in verdict.sentences]
@@ -22,13 +27,17 @@ def render_markdown(report: Report) -> str:
     lines += _table(["", ""], [[label, value] for label, value in summary_rows(report)])
 
     lines += ["", "## Structure", ""]
-    if report.structure.subset:
-        lines += _table(["tensor", "coefficient"], [[s.tensor, f"{s.coefficient:.6g}"] for s in report.structure.subset])
-    elif report.structure.fix:
-        lines.append(f"Fix: {report.structure.fix}")
+    lines += _table(STRUCTURE_HEADERS, structure_rows(report))
+    if report.structure.fix:
+        lines += ["", f"Fix: {report.structure.fix}"]
 
     lines += ["", "## Alignment", ""]
     lines += _table(ALIGNMENT_HEADERS, alignment_rows(report))
+
+    if plots:
+        lines += ["", "## Plots"]
+        for plot in plots:
+            lines += ["", f"### {plot.title}", "", f"![{plot.title}]({PLOT_FILES[plot.name]})", "", f"*{plot.caption}*"]
 
     if report.training is not None:
         lines += ["", "## Training", ""]

@@ -7,9 +7,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from advisor.compare import Comparison
 from advisor.report import Report
 from reports.figures import ALIGNMENT_HEADERS, alignment_rows, summary_rows
-from reports.theme import VERDICT_STYLES, VERDICT_TITLES, confirmation_text
+from reports.theme import CHECK_STYLES, VERDICT_STYLES, VERDICT_TITLES, confirmation_text
 
 
 def render_terminal(report: Report) -> Group:
@@ -40,3 +41,27 @@ def render_terminal(report: Report) -> Group:
     if report.caveats:
         parts.append(Text("Caveats:\n" + "\n".join(f"  - {c}" for c in report.caveats), style="dim"))
     return Group(*parts)
+
+
+def render_comparison(comparison: Comparison) -> Group:
+    """Show the figures side by side, changed rows marked, then one line per check."""
+    figures = Table(title=f"Baseline {comparison.baseline_spec} → current {comparison.current_spec}", title_justify="left")
+    figures.add_column("figure", style="bold")
+    figures.add_column("baseline")
+    figures.add_column("current")
+    figures.add_column("changed")
+    for row in comparison.figures:
+        style = "yellow" if row.changed else ""
+        figures.add_row(row.figure, row.baseline, row.current, "changed" if row.changed else "", style=style)
+
+    checks = Table(title="Regression checks", title_justify="left")
+    checks.add_column("check", style="bold")
+    checks.add_column("result")
+    checks.add_column("details")
+    for check in comparison.checks:
+        checks.add_row(check.name, Text(check.status, style=CHECK_STYLES[check.status]), check.message)
+
+    regressions = comparison.regressions
+    summary = (Text(f"{len(regressions)} regression(s): " + ", ".join(c.name for c in regressions), style=CHECK_STYLES["failed"])
+               if regressions else Text("No regression.", style=CHECK_STYLES["passed"]))
+    return Group(figures, checks, summary)

@@ -60,6 +60,18 @@ MODEL_FILE = textwrap.dedent('''
             return torch.sigmoid(super().forward(x))
 
 
+    class NarrowMLP(nn.Module):
+        """Last hidden layer of `width` units, far fewer than the training examples."""
+
+        def __init__(self, num_classes=10, width=8):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, width), nn.ReLU())
+            self.head = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+
     def make_wrong_size():
         return DigitsMLP(num_classes=7)
 ''')

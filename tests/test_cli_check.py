@@ -86,7 +86,7 @@ def test_bad_input_exits_2_without_report(tmp_path, spec_suffix, data, expected)
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf")])
+@pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf"), ("--device", "cuda")])
 def test_bad_option_exits_2(tmp_path, option, value):
     result = invoke("--no-confirm", option, value, "--out", str(tmp_path / "r"), "--quiet")
     assert result.exit_code == 2
@@ -104,3 +104,28 @@ def test_real_subprocess_run(tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert "Report written" in completed.stdout
     assert (out / "report.json").exists()
+
+
+def test_same_seed_gives_same_figures(tmp_path):
+    model = write_model_file(tmp_path)
+    figures = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        result = invoke(f"{model}:DigitsMLP", "--out", str(out), "--seed", "7", "--max-samples", "32", "--epochs", "2", "--explore-epochs", "1", "--quiet")
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        figures.append((report["alignment"], report["training"]["base"]["epochs"], report["training"]["ee"]["final_train_loss"]))
+    first_alignment, first_epochs, first_final = figures[0]
+    second_alignment, second_epochs, second_final = figures[1]
+    strip = lambda points: [{k: v for k, v in p.items() if k != "seconds"} for p in points]
+    assert strip(first_alignment) == strip(second_alignment)
+    assert strip(first_epochs) == strip(second_epochs)
+    assert first_final == second_final
+
+
+def test_report_files_are_world_readable(tmp_path):
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+    result = invoke(f"{model}:DigitsMLP", "--no-confirm", "--max-samples", "16", "--out", str(out), "--format", "json", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (out / "report.json").stat().st_mode & 0o044 == 0o044

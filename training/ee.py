@@ -117,13 +117,19 @@ class CertifiedStep:
     step_scale: float
 
 
-def _full_loss(model: nn.Module, data: TrainData, loss_name: str, chunk: int, with_grad: bool) -> float:
-    """Sum of per-example losses over the training set; accumulates gradients when asked."""
+def _full_loss(model: EEModel, features: torch.Tensor, data: TrainData, loss_name: str, chunk: int, with_grad: bool) -> float:
+    """Σ_i ℓ(f̃(x_i), y_i) over the training set; accumulates gradients when asked.
+
+    `features` holds φ(x_i) for every training example (N, p): the map and
+    the frozen representation are fixed, so they are computed once.
+    """
     loss_fn = get_loss(loss_name)
     total = 0.0
     for start in range(0, data.n_train, chunk):
+        stop = start + chunk
         with torch.set_grad_enabled(with_grad):
-            loss = loss_fn(model(data.x_train[start:start + chunk]), data.targets_train[start:start + chunk]).sum()
+            outputs = model.base(data.x_train[start:stop]) + features[start:stop] @ model.V.T  # (B, M)
+            loss = loss_fn(outputs, data.targets_train[start:stop]).sum()
         if with_grad:
             loss.backward()
         total += float(loss.detach().double())
@@ -134,18 +140,24 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
                   max_steps: int, target_ratio: float, callbacks: Callbacks, chunk: int = 512) -> tuple[list[CertifiedStep], int]:
     """Full-batch gradient descent on all parameters with Armijo backtracking.
 
-    The step is preconditioned per block: θ moves by η_θ = lr/n times its
-    gradient (the base step on the mean loss) and V by η_V = 1/σ_max(Φ)², the
-    inverse curvature of the V block. A common scale s is halved until
-    L(new) ≤ L − c·s·(η_θ‖∇_θL‖² + η_V‖∇_V L‖²). For the squared loss the
-    certificate then gives L(new) ≤ (1 − 2c·s·η_V·σ_min(Φ)²)·L, the certified
-    factor of the step, which every step checks against the measured loss.
+    The step is preconditioned per block: θ moves by s_θ·η_θ times its
+    gradient, η_θ = lr/n (the base step on the mean loss), and V by
+    s_V·η_V, η_V = 1/σ_max(Φ)² (the inverse curvature of the V block). On a
+    failed Armijo test the θ scale is halved first, because the sharpness of
+    θ must not slow the V block that carries the guarantee; V's scale is
+    halved only once θ's is 64 times smaller. A step is accepted when
+    L(new) ≤ L − c·(s_θη_θ‖∇_θL‖² + s_Vη_V‖∇_V L‖²). For the squared loss the
+    certificate ‖∇_V L‖² ≥ 2σ_min(Φ)²L then gives
+    L(new) ≤ (1 − 2c·s_V·η_V·σ_min(Φ)²)·L, the step's certified factor, which
+    every step checks against the measured loss.
     Stops after `max_steps` or once L ≤ target_ratio·L(start).
     Returns the step records and the number of steps that broke the bound.
     """
     model.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    is_v = [p is model.V for p in params]
+    with torch.no_grad():
+        features = torch.cat([model.feature_map(model.representation(data.x_train[s:s + chunk])) for s in range(0, data.n_train, chunk)])
+    theta = [p for p in model.base.parameters() if p.requires_grad]
+    params = theta + [model.V]
     n = data.n_train
     eta_theta = algorithm.lr / n
     eta_v = 1.0 / max(certificate.sigma_max**2, 1e-12)
@@ -153,49 +165,55 @@ def run_certified(model: EEModel, data: TrainData, algorithm: BaseAlgorithm, cer
 
     for p in params:
         p.grad = None
-    loss = _full_loss(model, data, algorithm.loss, chunk, with_grad=True)
+    loss = _full_loss(model, features, data, algorithm.loss, chunk, with_grad=True)
     start_loss = loss
     records = [CertifiedStep(step=0, loss=loss, certified_factor=None, step_scale=0.0)]
     violations = 0
-    scale = 1.0
+    scale_theta, scale_v = 1.0, 1.0
     callbacks.on_phase_start("exploit (certified)", max_steps)
 
     for step in range(1, max_steps + 1):
-        grads = [p.grad.detach().clone() for p in params]
-        etas = [eta_v if v else eta_theta for v in is_v]
-        decrease = sum(eta * float(g.double().pow(2).sum()) for eta, g in zip(etas, grads))
+        grads = [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+        theta_norm = sum(float(g.double().pow(2).sum()) for g in grads[:-1])
+        v_norm = float(grads[-1].double().pow(2).sum())
         originals = [p.detach().clone() for p in params]
 
-        # Backtracking: halve the common scale until sufficient decrease.
+        # Backtracking on the two block scales until sufficient decrease.
         accepted = False
-        for _ in range(50):
+        for _ in range(80):
+            etas = [scale_theta * eta_theta] * len(theta) + [scale_v * eta_v]
             with torch.no_grad():
                 for p, p0, g, eta in zip(params, originals, grads, etas):
-                    p.copy_(p0 - scale * eta * g)
-            new_loss = _full_loss(model, data, algorithm.loss, chunk, with_grad=False)
-            if math.isfinite(new_loss) and new_loss <= loss - ARMIJO_C * scale * decrease:
+                    p.copy_(p0 - eta * g)
+            new_loss = _full_loss(model, features, data, algorithm.loss, chunk, with_grad=False)
+            decrease = scale_theta * eta_theta * theta_norm + scale_v * eta_v * v_norm
+            if math.isfinite(new_loss) and new_loss <= loss - ARMIJO_C * decrease:
                 accepted = True
                 break
-            scale /= 2
+            if scale_theta > scale_v / 64:
+                scale_theta /= 2
+            else:
+                scale_theta /= 2
+                scale_v /= 2
         if not accepted:
             with torch.no_grad():
                 for p, p0 in zip(params, originals):
                     p.copy_(p0)
             break
 
-        factor = 1.0 - 2 * ARMIJO_C * scale * eta_v * certificate.sigma_min**2 if squared else None
+        factor = 1.0 - 2 * ARMIJO_C * scale_v * eta_v * certificate.sigma_min**2 if squared else None
         if factor is not None and new_loss > factor * loss + BOUND_SLACK * loss:
             violations += 1
-        records.append(CertifiedStep(step=step, loss=new_loss, certified_factor=factor, step_scale=scale))
+        records.append(CertifiedStep(step=step, loss=new_loss, certified_factor=factor, step_scale=scale_v))
         callbacks.on_step("exploit (certified)", step, max_steps, new_loss / n)
 
         loss = new_loss
-        scale = min(1.0, 2 * scale)
+        scale_theta, scale_v = min(1.0, 2 * scale_theta), min(1.0, 2 * scale_v)
         if loss <= target_ratio * start_loss:
             break
         for p in params:
             p.grad = None
-        loss = _full_loss(model, data, algorithm.loss, chunk, with_grad=True)
+        loss = _full_loss(model, features, data, algorithm.loss, chunk, with_grad=True)
     return records, violations
 
 

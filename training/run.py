@@ -22,6 +22,11 @@ from training.features import FeatureCertificate, build_feature_map, certify
 from training.loop import Callbacks, EpochRecord, TrainData, evaluate, train_epochs
 
 
+# σ_min(Φ) below this fraction of σ_max(Φ) counts as a failed certificate for
+# the representation z_τ alone.
+WEAK_CERTIFICATE = 1e-3
+
+
 @dataclass(frozen=True)
 class EEConfig:
     """Budget and variant of the EE run.
@@ -127,17 +132,25 @@ def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: 
     # Transition: freeze z_τ, draw φ, certify rank(Φ) = n, start V at zero.
     representation = FrozenRepresentation(base, head_name)
     z_train = representation.encode(data.x_train)
-    representation_note = "the input of the last affine layer" if head_name else "the flattened input"
-    if head_name and count_distinct(z_train) < count_distinct(data.x_train.flatten(1)):
-        collapsed = data.n_train - count_distinct(z_train)
-        representation = FrozenRepresentation(base, head_name, append_input=True)
-        z_train = representation.encode(data.x_train)
-        representation_note = (f"the input of the last affine layer joined with the flattened input, because the last layer "
-                               f"maps {collapsed} training inputs onto points that other inputs already occupy")
     width = max(data.n_train, int(-(-config.width_factor * data.n_train // 1)))
-    feature_generator = torch.Generator().manual_seed(seed + 1)
-    feature_map = build_feature_map(z_train, width, feature_generator)
+    feature_map = build_feature_map(z_train, width, torch.Generator().manual_seed(seed + 1))
     certificate = certify(feature_map, z_train)
+    representation_note = "the input of the last affine layer" if head_name else "the flattened input"
+
+    # A narrow or saturated last layer can map distinct inputs onto the same
+    # or nearly the same point, and then no function of z_τ separates them
+    # (σ_min(Φ) ≈ 0). Joining the input to z_τ restores distinct points.
+    if head_name and certificate.sigma_min < WEAK_CERTIFICATE * certificate.sigma_max:
+        joined = FrozenRepresentation(base, head_name, append_input=True)
+        z_joined = joined.encode(data.x_train)
+        joined_map = build_feature_map(z_joined, width, torch.Generator().manual_seed(seed + 1))
+        joined_certificate = certify(joined_map, z_joined)
+        if joined_certificate.sigma_min > certificate.sigma_min:
+            collapsed = data.n_train - count_distinct(z_train)
+            representation_note = (f"the input of the last affine layer joined with the flattened input, because the last layer alone "
+                                   f"gave σ_min(Φ) = {certificate.sigma_min:.2e} ({collapsed} training inputs share a point with another)")
+            representation, z_train, feature_map, certificate = joined, z_joined, joined_map, joined_certificate
+
     ee_model = EEModel(base, representation, feature_map, n_outputs=data.targets_train.shape[1])
     loss_at_transition, _ = evaluate(ee_model, data.x_train, data.targets_train, algorithm.loss, classification=data.classification)
 
