@@ -80,10 +80,12 @@ class AlignmentTracker(Callbacks):
         point.converged_reason = measure.reason
         point.eps_resolved = measure.eps_resolved
         point.iterations = measure.iterations
-        point.rank = measure.rank
-        point.rank_tolerance = measure.rank_tolerance
+        # The matrix-free method resolves neither the rank nor σ⁺_min.
+        exact = measure.method == "exact"
+        point.rank = measure.rank if exact else None
+        point.rank_tolerance = measure.rank_tolerance if exact else None
         point.sigma_max = measure.sigma_max
-        point.sigma_min = measure.sigma_min
+        point.sigma_min = measure.sigma_min if exact else None
         point.rho_curve = [CurveItem(eps=c.eps, rho=c.rho, resolved=c.resolved, rho_lower=c.rho_lower, rho_upper=c.rho_upper)
                            for c in measure.curve]
         # R3's bound ½ρ²‖Y‖² needs ρ itself; the matrix-free ρ is an upper
