@@ -175,3 +175,17 @@ def test_auto_takes_features_when_lsqr_is_too_slow():
     choice = choose_method("auto", slow, Budget(memory_bytes=4 * 2**30, time_s=900))
     assert choice.method == "features"
     assert not choice.estimates["lsqr"].fits
+
+
+def test_verdict_calls_lsqr_rho_a_bound():
+    from advisor.report import AlignmentPoint, StructureSection
+    from advisor.verdict import make_verdict
+
+    structure = StructureSection(holds=True, form="exact", subset=[], relative_error=1e-12, tolerance=1e-6, n_examples=4, n_points=2)
+    point = AlignmentPoint(stage="init", epoch=0, n=10, rho_s=0.5, rho=0.3, method="lsqr", converged=False,
+                           converged_reason="ρ ≤ 0.3 is only an upper bound after 5 iterations")
+    verdict = make_verdict(structure, [point], None, rho_tolerance=1e-3, confirm_ratio=0.1)
+    text = " ".join(verdict.sentences)
+    assert verdict.label == "misaligned"
+    assert "matrix-free upper bound" in text
+    assert "only an upper bound after 5 iterations" in text
