@@ -84,7 +84,7 @@ def eigh_rho(K, y: np.ndarray) -> tuple[float, float]:
     return rho_from_basis(vectors.numpy(), sigma, y, sigma.max() * math.sqrt(y.size * np.finfo(float).eps))
 
 
-def run_method(method: str, model, x, targets, trace, memory_budget_gb: float) -> dict:
+def run_method(method: str, model, x, targets, trace, memory_budget_gb: float, lsqr_seconds: float) -> dict:
     import torch
 
     from advisor.alignment import jacobian_matrix, stack_targets
@@ -184,7 +184,8 @@ def run_method(method: str, model, x, targets, trace, memory_budget_gb: float) -
         probe = measure_probe(model, x, targets.shape[1])
         preconditioner = "tensor-scaling" if method == "lsqr" else "none"
         solver = LsqrMethod(LsqrSettings(preconditioner=preconditioner, max_iterations=300))
-        measure = solver.run(AlignmentProblem(model=model, x=x, targets=targets, trace=trace), budget, probe)
+        limited = Budget(memory_bytes=budget.memory_bytes, time_s=lsqr_seconds)
+        measure = solver.run(AlignmentProblem(model=model, x=x, targets=targets, trace=trace), limited, probe)
         point = measure.curve[eps_index]
         return {"rho": measure.rho, "rho_eps_1e-3": point.rho, "rho_eps_1e-3_bracket": [point.rho_lower, point.rho_upper],
                 "eps_resolved": measure.eps_resolved, "iterations": measure.iterations, "converged": measure.converged}
@@ -205,7 +206,7 @@ def worker(args: argparse.Namespace) -> None:
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load_start = os.getloadavg()[0]
     start = time.perf_counter()
-    record = run_method(args.method, model, x, targets, trace, args.memory_budget)
+    record = run_method(args.method, model, x, targets, trace, args.memory_budget, args.lsqr_seconds)
     record.setdefault("status", "ok")
     record.update(method=args.method, model=args.model, data=args.data, n=args.n, seconds=round(time.perf_counter() - start, 2),
                   peak_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1), baseline_mb=round(baseline, 1),
@@ -215,7 +216,7 @@ def worker(args: argparse.Namespace) -> None:
 
 def launch(method: str, model: str, n: int, data: str, args: argparse.Namespace) -> dict:
     command = [sys.executable, __file__, "--worker", "--method", method, "--model", model, "--n", str(n), "--data", data,
-               "--memory-budget", str(args.memory_budget), "--threads", str(args.threads)]
+               "--memory-budget", str(args.memory_budget), "--threads", str(args.threads), "--lsqr-seconds", str(args.lsqr_seconds)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -236,6 +237,8 @@ def main() -> None:
     parser.add_argument("--memory-budget", type=float, default=12.0, help="Memory budget of our methods, in GiB.")
     parser.add_argument("--timeout", type=float, default=3600.0, help="Wall-clock limit per method and case, in seconds.")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per worker.")
+    parser.add_argument("--lsqr-seconds", type=float, default=math.inf,
+                        help="Time limit of our matrix-free method, in seconds; it reports its brackets at the limit.")
     parser.add_argument("--out", default="", help="Also append every JSON line to this file.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
