@@ -55,7 +55,7 @@ class LsqrSettings:
     max_iterations: int = 300
     time_limit_s: float = float("inf")
     preconditioner: str = "tensor-scaling"
-    sigma_steps: int = 12
+    sigma_steps: int = 8
     dtype: torch.dtype = torch.float64
     seed: int = 0
 
@@ -136,7 +136,7 @@ def chunk_for_budget(bytes_per_example: float, memory_budget_bytes: float, n_exa
     return int(max(1, min(n_examples, memory_budget_bytes / 4 // max(1.0, 3 * bytes_per_example))))
 
 
-def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int) -> tuple[float, float]:
+def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: float = math.inf) -> tuple[float, float]:
     """Golub–Kahan estimate of σ_max(J): (Ritz value, Ritz value + residual bound).
 
     The Ritz value is a lower bound on σ_max; the second figure adds the
@@ -144,6 +144,7 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int) -> tuple[flo
     singular value, so it is an upper bound on σ_max once the largest Ritz
     value has converged to σ_max (not proved for a start vector orthogonal
     to the top singular vector, which a random start makes unlikely).
+    Stops after at least two steps once time.perf_counter() passes `deadline`.
     """
     generator = torch.Generator().manual_seed(seed)
     v = torch.randn(op.n_params, generator=generator, dtype=torch.float64)
@@ -152,7 +153,9 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int) -> tuple[flo
     alphas, betas = [], []
     u_prev = torch.zeros(op.n_rows, dtype=torch.float64)
     beta = 0.0
-    for _ in range(steps):
+    for step in range(steps):
+        if step >= 2 and time.perf_counter() > deadline:
+            break
         u = op.matvec(V[-1]) - beta * u_prev
         for previous in U:  # full reorthogonalization: a few vectors only
             u -= (previous @ u) * previous
@@ -354,7 +357,9 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     if y_norm == 0.0:
         raise ValueError("the targets are all zero, so ρ = ‖(I − P_J)Y‖/‖Y‖ is undefined")
 
-    sigma_low, sigma_high = sigma_max_estimate(op, settings.sigma_steps, settings.seed)
+    # σ_max gets at most a quarter of the time limit.
+    sigma_low, sigma_high = sigma_max_estimate(op, settings.sigma_steps, settings.seed,
+                                               deadline=start_time + settings.time_limit_s / 4)
     if settings.preconditioner == "tensor-scaling":
         scale = tensor_scaling(op, settings.seed)
     elif settings.preconditioner == "none":
