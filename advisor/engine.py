@@ -145,17 +145,18 @@ class LsqrMethod:
     def _seconds_per_iteration(self, probe: Probe) -> float:
         return (JVP_FORWARDS + VJP_FORWARDS) * probe.n_examples * probe.forward_seconds_per_example
 
-    def iterations_within(self, probe: Probe, budget: Budget) -> int:
-        per_iteration = self._seconds_per_iteration(probe)
+    def iterations_within(self, probe: Probe, budget: Budget, *, by_time: bool = True) -> int:
+        """Iterations that the budget allows; `by_time` False counts memory only."""
+        per_iteration = self._seconds_per_iteration(probe) if by_time else 0.0
         spare = budget.time_s - LSQR_FIXED_PRODUCTS * per_iteration / 2
         if per_iteration > 0 and math.isfinite(spare):
-            by_time = int(spare // per_iteration)
+            time_cap = int(spare // per_iteration)
         else:
-            by_time = self.settings.max_iterations
+            time_cap = self.settings.max_iterations
         # The orthonormal bases take 8·(R + P) bytes per iteration; they get
         # at most half of the budget, the activations a quarter.
         by_memory = int(budget.memory_bytes / 2 // (8 * (probe.n_examples * probe.n_outputs + probe.n_params)))
-        return max(0, min(self.settings.max_iterations, by_time, by_memory))
+        return max(0, min(self.settings.max_iterations, time_cap, by_memory))
 
     def estimate(self, probe: Probe, budget: Budget) -> Estimate:
         iterations = self.iterations_within(probe, budget)
@@ -172,8 +173,10 @@ class LsqrMethod:
         chunk = problem.x.shape[0]
         if probe is not None:
             chunk = chunk_for_budget(probe.saved_bytes_per_example, budget.memory_bytes, probe.n_examples)
-            settings = LsqrSettings(**{**settings.__dict__, "max_iterations": max(1, self.iterations_within(probe, budget)),
-                                       "time_limit_s": budget.time_s})
+            # The loop checks the clock itself, so only memory caps the
+            # iterations here; a time-based cap would trust a noisy estimate.
+            capacity = max(1, self.iterations_within(probe, budget, by_time=False))
+            settings = LsqrSettings(**{**settings.__dict__, "max_iterations": capacity, "time_limit_s": budget.time_s})
         return lsqr_rho(problem.model, problem.x, problem.targets, trace=problem.trace, chunk_examples=chunk, settings=settings)
 
 

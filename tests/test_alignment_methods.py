@@ -114,6 +114,16 @@ def test_lsqr_converges_where_aligned():
     assert measured.curve[0].resolved
 
 
+def test_lsqr_y_in_column_space_converges():
+    model, x, targets, J = case_data("narrow last layer")
+    theta = np.random.default_rng(3).standard_normal(J.shape[1])
+    targets_in_span = (J @ theta).reshape(targets.shape)
+    trace = trace_forward(model, x[:2])
+    measured = lsqr_rho(model, x, targets_in_span, trace=trace, chunk_examples=40, settings=LsqrSettings(max_iterations=200))
+    assert measured.converged
+    assert measured.rho < 1e-6
+
+
 def test_lsqr_not_converged_when_stopped_early():
     model, x, targets, J = case_data("narrow last layer")
     trace = trace_forward(model, x[:2])
