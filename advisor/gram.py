@@ -4,11 +4,11 @@ Dimensions follow advisor.alignment: N examples, M outputs, P parameters, R = N�
 Jacobian rows ordered examples outer, outputs inner.
 
 Wide J (R ≤ P): K = J Jᵀ (R, R) is built block by block. A panel of per-example
-Jacobian chunks J_c (B·M, P) that fits the memory budget is held while every
-later chunk is computed once more and multiplied against it, so a budget that
-holds all chunks computes each J_c once, and a budget that holds a fraction g of
-them computes about 1/(2g) times as many. Then torch.linalg.eigh(K) gives
-σ² and the left singular vectors.
+Jacobian chunks J_c (B·M, P) that fits the memory budget stays in memory while
+every later chunk is computed once more and multiplied against it. A budget
+with room for all chunks computes each J_c once, and one with room for a
+fraction g of them computes about 1/(2g) times as many. Then
+torch.linalg.eigh(K) gives σ² and the left singular vectors.
 
 Tall J (R > P): G = Jᵀ J (P, P) and Jᵀ Y (P,) are summed over chunks, and
 ‖P_ε Y‖² = Σ_{σ_i ≥ ε σ_max} (v_iᵀ Jᵀ Y)² / σ_i².

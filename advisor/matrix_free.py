@@ -4,10 +4,11 @@ Dimensions follow advisor.alignment: N examples, M outputs, P parameters,
 R = N·M, Jacobian rows ordered examples outer, outputs inner.
 
 The solver is LSQR (Paige and Saunders, ACM TOMS 8(1), 1982) on
-min_θ ‖J θ − Y‖, started from the last-layer least-squares solution θ_S, so
-its residual starts at ρ_S and never grows, with a right preconditioner D that
-gives every parameter tensor unit root-mean-square column norm (the tensor's
-‖J_t‖_F is estimated from two random vector-Jacobian products).
+min_θ ‖J θ − Y‖, as Golub–Kahan bidiagonalization with full
+reorthogonalization. It starts from the last-layer least-squares solution θ_S,
+so its residual starts at ρ_S and never grows. A right preconditioner D gives
+every parameter tensor unit root-mean-square column norm, with the tensor's
+‖J_t‖_F estimated from two random vector-Jacobian products.
 
 Every iterate θ with residual r = Y − J θ brackets the hard-cutoff residual,
 with σ = σ_max(J) and P_ε the projector onto left singular vectors with
@@ -376,8 +377,8 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
 
     def evaluate(eps_list: list[float]) -> None:
         # Scaled-space Ritz values differ from J's singular values, so every
-        # truncation level of the Krylov least-squares fit is a candidate;
-        # each gives a valid bracket for every ε and the tightest is kept.
+        # truncation level of the Krylov least-squares fit is a candidate.
+        # Each gives a valid bracket for every ε, and the tightest is kept.
         B, L = krylov.matrices()
         k = B.shape[1]
         rhs = np.zeros(k + 1)
