@@ -50,8 +50,11 @@ class CurvePoint:
     eps: float
     rho: float
     # False when ε·σ_max is below the rank tolerance, so the method cannot
-    # tell these singular values from round-off.
+    # tell these singular values from round-off, or when a matrix-free
+    # bracket [rho_lower, rho_upper] is wider than its tolerance.
     resolved: bool
+    rho_lower: float | None = None
+    rho_upper: float | None = None
 
 
 @dataclass
@@ -71,6 +74,13 @@ class AlignmentMeasure:
     curve: list[CurvePoint] = field(default_factory=list)
     seconds: float = 0.0
     singular_values: list[float] = field(default_factory=list)
+    # False when ρ is only an upper bound wider than the requested tolerance;
+    # `reason` then says why. Matrix-free methods fill `eps_resolved` (the
+    # smallest ε whose ρ(ε) bracket met the tolerance) and `iterations`.
+    converged: bool = True
+    reason: str | None = None
+    eps_resolved: float | None = None
+    iterations: int | None = None
 
 
 @dataclass

@@ -11,7 +11,7 @@ from advisor.errors import UnknownChoiceError, UsageError
 from training import Augmentation, BaseAlgorithm, EEConfig, Schedule, check_run
 from training.features import GRAM_BUDGET_BYTES
 
-RHO_METHODS = ("auto", "exact", "features")
+RHO_METHODS = ("auto", "exact", "lsqr", "features")
 FAIL_ON = ("structure", "misaligned", "no-convergence")
 
 
@@ -81,8 +81,7 @@ class CheckConfig:
 
     def __post_init__(self) -> None:
         if self.rho_method not in RHO_METHODS:
-            raise UnknownChoiceError("--rho-method", self.rho_method, RHO_METHODS,
-                                     hint="The matrix-free method (lsqr) is not part of this version.")
+            raise UnknownChoiceError("--rho-method", self.rho_method, RHO_METHODS)
         if self.task is not None and self.task not in TASKS:
             raise UnknownChoiceError("--task", self.task, TASKS)
         if self.max_model_bytes < 1:

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from advisor.alignment import AlignmentMeasure, exact_rho, last_layer_rho, stack_targets
+from advisor.alignment import AlignmentMeasure, last_layer_rho, stack_targets
+from advisor.engine import AlignmentProblem, Budget, MethodChoice, Probe, run_method
 from advisor.functional import analysis_copy
 from advisor.progress import ProgressSink
 from advisor.report import AlignmentPoint, CurveItem
@@ -23,26 +24,30 @@ def squared_loss_sum(model: nn.Module, x: torch.Tensor, targets: np.ndarray) -> 
 
 
 class AlignmentTracker(Callbacks):
-    """Measures ρ_S after every base epoch and the exact ρ where it is due.
+    """Measures ρ_S after every base epoch and ρ, by the chosen method, where it is due.
 
     ρ_S is measured on the whole training split (`rho_s`, features from a
     float32 forward pass because this runs every epoch over every example;
     the fit itself is float64) and on the analysis subset (`rho_s_analysis`,
-    all float64, the bound that the exact ρ on the same examples never
-    exceeds). The exact ρ runs at initialization, at the
-    transition, at the end of the base run, and after every epoch when
-    `exact_every_epoch` is set.
+    all float64, the bound that ρ on the same examples never exceeds). ρ runs
+    at initialization, at the transition, at the end of the base run, and
+    after every epoch when `exact_every_epoch` is set. `choice` is None or
+    names `features` when only ρ_S is measured.
     """
 
     def __init__(self, *, x_train: torch.Tensor, targets_train: np.ndarray, x_analysis: torch.Tensor,
-                 targets_analysis: np.ndarray, trace: ForwardTrace, use_exact: bool, exact_every_epoch: bool,
-                 explore_epochs: int, final_epoch: int, skipped_reason: str | None, progress: ProgressSink) -> None:
+                 targets_analysis: np.ndarray, trace: ForwardTrace, choice: MethodChoice | None, budget: Budget | None, probe: Probe | None,
+                 exact_every_epoch: bool, explore_epochs: int, final_epoch: int, skipped_reason: str | None,
+                 progress: ProgressSink) -> None:
         self.x_train = x_train
         self.targets_train = targets_train
         self.x_analysis = x_analysis
         self.targets_analysis = targets_analysis
         self.trace = trace
-        self.use_exact = use_exact
+        self.choice = choice
+        self.budget = budget
+        self.probe = probe
+        self.use_exact = choice is not None and choice.method != "features"
         self.exact_every_epoch = exact_every_epoch
         self.explore_epochs = explore_epochs
         self.final_epoch = final_epoch
@@ -58,9 +63,11 @@ class AlignmentTracker(Callbacks):
         point = AlignmentPoint(stage=stage, epoch=epoch, n=n, rho_s=whole.rho if whole else None, rho=None,
                                method="features", converged=True, n_rho_s=int(self.x_train.shape[0]),
                                rho_s_analysis=subset.rho if subset else None)
-        if exact:
-            measure = exact_rho(model, self.x_analysis, self.targets_analysis)
+        if exact and self.choice is not None and self.budget is not None and self.probe is not None:
+            problem = AlignmentProblem(model=model, x=self.x_analysis, targets=self.targets_analysis, trace=self.trace)
+            measure = run_method(self.choice, problem, self.budget, self.probe)
             self._fill_exact(point, measure)
+            point.method_reason = self.choice.reason
             point.loss = squared_loss_sum(model, self.x_analysis, self.targets_analysis)
         else:
             point.skipped_reason = self.skipped_reason or "the exact ρ is measured only at initialization, the transition and the end of the base run"
@@ -68,13 +75,22 @@ class AlignmentTracker(Callbacks):
 
     def _fill_exact(self, point: AlignmentPoint, measure: AlignmentMeasure) -> None:
         point.rho = measure.rho
-        point.method = "exact"
-        point.rank = measure.rank
-        point.rank_tolerance = measure.rank_tolerance
+        point.method = measure.method
+        point.converged = measure.converged
+        point.converged_reason = measure.reason
+        point.eps_resolved = measure.eps_resolved
+        point.iterations = measure.iterations
+        # The matrix-free method resolves neither the rank nor σ⁺_min.
+        exact = measure.method == "exact"
+        point.rank = measure.rank if exact else None
+        point.rank_tolerance = measure.rank_tolerance if exact else None
         point.sigma_max = measure.sigma_max
-        point.sigma_min = measure.sigma_min
-        point.rho_curve = [CurveItem(eps=c.eps, rho=c.rho, resolved=c.resolved) for c in measure.curve]
-        point.loss_lower_bound = 0.5 * measure.rho**2 * self.y_norm_squared
+        point.sigma_min = measure.sigma_min if exact else None
+        point.rho_curve = [CurveItem(eps=c.eps, rho=c.rho, resolved=c.resolved, rho_lower=c.rho_lower, rho_upper=c.rho_upper)
+                           for c in measure.curve]
+        # R3's bound ½ρ²‖Y‖² needs ρ itself; the matrix-free ρ is an upper
+        # bound, which would not bound the loss from below.
+        point.loss_lower_bound = 0.5 * measure.rho**2 * self.y_norm_squared if measure.method == "exact" else None
         point.singular_values = measure.singular_values
         point.seconds = measure.seconds
         point.route = measure.route

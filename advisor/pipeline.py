@@ -10,9 +10,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from advisor.alignment import estimate_exact_cost
 from advisor.config import CheckConfig
 from advisor.data import Dataset, analysis_indices, load_dataset
+from advisor.engine import Budget, MethodChoice, Probe, choose_method, measure_probe
 from advisor.environment import describe_environment
 from advisor.errors import BudgetError, UsageError
 from advisor.measure import AlignmentTracker
@@ -76,25 +76,23 @@ def _epoch_items(records) -> list[EpochItem]:
                       test_accuracy=r.test_accuracy, rho_s=r.extra.get("rho_s"), seconds=r.seconds) for r in records]
 
 
-def _decide_exact(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.Tensor, n_outputs: int) -> tuple[bool, bool, str | None, dict]:
-    """Return (use exact ρ, also every epoch, reason when skipped, the estimate for the report)."""
+def _decide_method(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.Tensor,
+                   n_outputs: int) -> tuple[MethodChoice | None, Budget, Probe | None, bool, str | None, dict]:
+    """Return (method choice, budget, probe, also every epoch, reason when ρ is skipped, estimates for the report).
+
+    Raises BudgetError when --rho-method exact does not fit the budget.
+    """
+    budget = Budget(memory_bytes=config.memory_budget_gb * 2**30, time_s=config.time_budget_s)
     if config.rho_method == "features":
-        return False, False, "--rho-method features computes only the last-layer bound ρ_S", {}
+        return None, budget, None, False, "--rho-method features computes only the last-layer bound ρ_S", {}
 
-    probe = x_analysis[: min(8, x_analysis.shape[0])]
-    cost = estimate_exact_cost(loaded.module, probe, int(x_analysis.shape[0]), n_outputs)
-    budget_bytes = config.memory_budget_gb * 2**30
-    estimate = {"bytes": cost.bytes, "seconds": round(cost.seconds, 2), "route": cost.route, "rows": cost.n_rows, "columns": cost.n_parameters}
-    fits = cost.bytes <= budget_bytes and cost.seconds <= config.time_budget_s
-    if fits:
-        return True, cost.seconds <= config.per_epoch_exact_s, None, estimate
-
-    reason = (f"the exact ρ on {x_analysis.shape[0]} examples needs an estimated {cost.describe()}, over the budget of "
-              f"{config.memory_budget_gb:g} GiB and {config.time_budget_s:g} s")
-    if config.rho_method == "exact":
-        raise BudgetError("--rho-method exact", cost.describe(), f"{config.memory_budget_gb:g} GiB and {config.time_budget_s:g} s",
-                          "Lower --max-samples, raise --memory-budget / --time-budget, or use --rho-method auto to fall back to ρ_S.")
-    return False, False, reason, estimate
+    probe = measure_probe(loaded.module, x_analysis, n_outputs)
+    choice = choose_method(config.rho_method, probe, budget)
+    estimates = {"chosen": choice.method, "reason": choice.reason, "methods": choice.estimates_dict()}
+    if choice.method == "features":
+        return None, budget, probe, False, f"ρ was not measured: {choice.reason}", estimates
+    every_epoch = choice.estimates[choice.method].seconds <= config.per_epoch_exact_s
+    return choice, budget, probe, every_epoch, None, estimates
 
 
 def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Report:
@@ -133,19 +131,22 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
     caveats += structure.notes
 
     with clock.stage("cost estimate"):
-        use_exact, every_epoch, skipped_reason, estimate = _decide_exact(config, loaded, x_analysis, dataset.n_outputs)
+        choice, budget, probe, every_epoch, skipped_reason, estimate = _decide_method(config, loaded, x_analysis, dataset.n_outputs)
     if skipped_reason:
         caveats.append(f"The exact ρ was skipped: {skipped_reason}. Reported figures use the last-layer bound ρ_S, which can exceed ρ.")
+    elif choice is not None and choice.method == "lsqr":
+        caveats.append("ρ came from the matrix-free method: it is an upper bound, and ρ(ε) is a bracket that counts as "
+                       "resolved only down to the ε the report names; no certified loss lower bound is printed.")
 
     tracker = AlignmentTracker(x_train=x_train, targets_train=dataset.targets_train, x_analysis=x_analysis,
-                               targets_analysis=targets_analysis, trace=trace, use_exact=use_exact, exact_every_epoch=every_epoch,
+                               targets_analysis=targets_analysis, trace=trace, choice=choice, budget=budget, probe=probe, exact_every_epoch=every_epoch,
                                explore_epochs=config.explore_epochs, final_epoch=config.epochs, skipped_reason=skipped_reason,
                                progress=progress)
     training_section = None
     figures = None
     if not config.confirm:
         with clock.stage("alignment at initialization"):
-            tracker.points.append(tracker.measure(model, "init", 0, exact=use_exact))
+            tracker.points.append(tracker.measure(model, "init", 0, exact=tracker.use_exact))
     else:
         algorithm = config.algorithm()
         ee_config = config.ee_config()
@@ -174,7 +175,7 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
     recommendations = make_recommendations(structure_section, tracker.points, verdict, last_width=last_width, n_train=dataset.n_train)
 
     settings = config.as_dict()
-    settings["exact_estimate"] = estimate
+    settings["rho_estimates"] = estimate
     return Report(
         model=_model_section(loaded, dataset), data=_data_section(dataset, indices), structure=structure_section,
         alignment=tracker.points, training=training_section, verdict=verdict, recommendations=recommendations, caveats=caveats,

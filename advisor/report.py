@@ -76,6 +76,9 @@ class CurveItem(Strict):
     eps: float
     rho: float
     resolved: bool = True
+    # Matrix-free bounds on ρ(ε); `rho` is then their midpoint.
+    rho_lower: float | None = None
+    rho_upper: float | None = None
 
 
 class AlignmentPoint(Strict):
@@ -105,6 +108,12 @@ class AlignmentPoint(Strict):
     skipped_reason: str | None = None
     singular_values: list[float] = Field(default_factory=list)
     seconds: float = 0.0
+    # Why this method ran, why `converged` is false when it is, the
+    # smallest ε whose ρ(ε) is resolved (matrix-free only) and its iterations.
+    method_reason: str | None = None
+    converged_reason: str | None = None
+    eps_resolved: float | None = None
+    iterations: int | None = None
 
 
 class EpochItem(Strict):

@@ -37,6 +37,8 @@ def decisive_point(points: list[AlignmentPoint]) -> AlignmentPoint:
 
 def decisive_rho(point: AlignmentPoint) -> tuple[float | None, str]:
     """Return (value, name): the exact ρ when measured, else the bound ρ_S on the same examples."""
+    if point.rho is not None and point.method == "lsqr" and not point.converged:
+        return point.rho, "ρ (matrix-free upper bound)"
     if point.rho is not None:
         return point.rho, "ρ"
     if point.rho_s_analysis is not None:
@@ -77,6 +79,8 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
                          f"{name} = {value:.3g} {where}, above the tolerance {rho_tolerance:g}.")
         if point.rho is None:
             sentences.append("Only the last-layer bound ρ_S was measured, which can exceed ρ; the exact ρ was skipped.")
+        elif point.method == "lsqr" and not point.converged:
+            sentences.append(f"That value is an upper bound, not a measurement: {point.converged_reason}.")
 
     if figures is None:
         return Verdict(label=label, confirmed=None, sentences=sentences)
@@ -121,7 +125,7 @@ def make_recommendations(structure: StructureSection, points: list[AlignmentPoin
                 text=f"Gradient descent converges linearly while the alignment holds, at a rate set by σ⁺_min(J) = {point.sigma_min:.3g} "
                      f"(σ_max = {point.sigma_max:.3g}).", rests_on=["R4"]))
         slow = next((c for c in point.rho_curve if abs(c.eps - 1e-3) < 1e-9), None)
-        if slow is not None and slow.rho > 0.1:
+        if slow is not None and slow.resolved and slow.rho > 0.1:
             recommendations.append(Recommendation(
                 text=f"ρ(1e-3) = {slow.rho:.2f}: that share of the target lies along directions with σ < 1e-3·σ_max, which "
                      "gradient descent fits slowly; expect a long tail in the training loss.", rests_on=["R4"]))

@@ -1,0 +1,191 @@
+"""Exact ρ from a Gram matrix accumulated in chunks, never holding J (N·M, P) whole.
+
+Dimensions follow advisor.alignment: N examples, M outputs, P parameters, R = N·M
+Jacobian rows ordered examples outer, outputs inner.
+
+Wide J (R ≤ P): K = J Jᵀ (R, R) is built block by block. A panel of per-example
+Jacobian chunks J_c (B·M, P) that fits the memory budget stays in memory while
+every later chunk is computed once more and multiplied against it. A budget
+with room for all chunks computes each J_c once, and one with room for a
+fraction g of them computes about 1/(2g) times as many. Then
+torch.linalg.eigh(K) gives σ² and the left singular vectors.
+
+Tall J (R > P): G = Jᵀ J (P, P) and Jᵀ Y (P,) are summed over chunks, and
+‖P_ε Y‖² = Σ_{σ_i ≥ ε σ_max} (v_iᵀ Jᵀ Y)² / σ_i².
+
+Both routes accumulate in float64. Eigenvalues of a Gram matrix are σ² with
+absolute round-off of about R·eps·λ_max, so the rank tolerance on σ is
+σ_max·sqrt(R·eps), far above the SVD's σ_max·max(R, P)·eps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import jacrev, vmap
+
+from advisor.alignment import CURVE_EPSILONS, FLOAT64_EPS, AlignmentMeasure, CurvePoint, spectral_residual, stack_targets
+from advisor.functional import analysis_copy, frozen_tensors, trainable_parameters
+
+
+@dataclass(frozen=True)
+class GramPlan:
+    """Chunking of the Gram route for a given memory budget."""
+
+    side: str  # "rows" (K = J Jᵀ) or "columns" (G = Jᵀ J)
+    chunk_examples: int
+    panel_chunks: int  # chunks held at once (rows side); all chunks when it is ≥ n_chunks
+    n_chunks: int
+    jacobian_chunk_computations: int
+    bytes: int
+
+
+def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_bytes: float) -> GramPlan:
+    """Choose chunk and panel sizes so that K, eigh's workspace and the held chunks fit the budget.
+
+    The eigh memory is 4·S² doubles for S = min(R, P): the matrix, its
+    eigenvectors and LAPACK syevd's 2·S² workspace.
+    """
+    rows = n_examples * n_outputs
+    side = "rows" if rows <= n_params else "columns"
+    size = min(rows, n_params)
+    fixed = 8 * 4 * size * size
+    available = max(memory_budget_bytes - fixed, 0)
+    bytes_per_example = 8 * n_outputs * n_params * 3  # J_c rows, jacrev's copy and the cat
+    # Aim for chunks of at most 256 MiB of J_c, and at least one example.
+    chunk = int(max(1, min(n_examples, (256 * 2**20) // (8 * n_outputs * n_params) or 1)))
+    n_chunks = math.ceil(n_examples / chunk)
+    if side == "columns":
+        return GramPlan(side, chunk, 1, n_chunks, n_chunks, int(fixed + chunk * bytes_per_example))
+    # Held panel: chunks of J_c (8·B·M·P bytes each), after room for one
+    # streamed chunk with its temporaries.
+    streamed = chunk * bytes_per_example
+    panel = int(max(1, (available - streamed) // (8 * chunk * n_outputs * n_params)))
+    panel = min(panel, n_chunks)
+    computations = 0
+    for start in range(0, n_chunks, panel):
+        computations += n_chunks - start
+    held = min(panel, n_chunks) * 8 * chunk * n_outputs * n_params
+    return GramPlan(side, chunk, panel, n_chunks, computations, int(fixed + held + chunk * bytes_per_example))
+
+
+class ChunkJacobian:
+    """Per-example float64 Jacobian chunks J_c (B·M, P) of a model, BatchNorm in eval mode."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+        self.work = analysis_copy(model)
+        self.params = trainable_parameters(self.work)
+        self.fixed = frozen_tensors(self.work)
+        self.x = x.to(torch.float64)
+        self.n_params = sum(p.numel() for p in self.params.values())
+        with torch.no_grad():
+            self.n_outputs = int(self._single(self.params, self.x[0]).shape[0])
+        self._per_example = vmap(jacrev(self._single), in_dims=(None, 0))
+
+    def _single(self, params: dict[str, torch.Tensor], example: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(self.work, {**self.fixed, **params}, (example.unsqueeze(0),)).squeeze(0)  # (M,)
+
+    def chunk(self, start: int, stop: int) -> torch.Tensor:
+        jac = self._per_example(self.params, self.x[start:stop])  # name -> (B, M, *shape)
+        B, M = stop - start, self.n_outputs
+        blocks = [jac[name].reshape(B, M, -1) for name in self.params]  # each (B, M, P_t)
+        return torch.cat(blocks, dim=2).reshape(B * M, self.n_params)  # (B·M, P)
+
+
+def _ranges(n_examples: int, chunk: int) -> list[tuple[int, int]]:
+    return [(start, min(start + chunk, n_examples)) for start in range(0, n_examples, chunk)]
+
+
+def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int) -> torch.Tensor:
+    """K = J Jᵀ (R, R), float64, from panels of held chunks."""
+    M = source.n_outputs
+    ranges = _ranges(n_examples, plan.chunk_examples)
+    K = torch.empty(n_examples * M, n_examples * M, dtype=torch.float64)
+    for panel_start in range(0, len(ranges), plan.panel_chunks):
+        panel_ranges = ranges[panel_start:panel_start + plan.panel_chunks]
+        panel = torch.cat([source.chunk(a, b) for a, b in panel_ranges])  # (rows of the panel, P)
+        lo, hi = panel_ranges[0][0] * M, panel_ranges[-1][1] * M
+        # Only blocks on or below the diagonal are multiplied (half the flops
+        # of panel @ panel.T); the upper ones are their transposes.
+        for a, b in panel_ranges:
+            block = panel[a * M - lo:b * M - lo] @ panel[:b * M - lo].T  # (B·M, rows up to this chunk)
+            K[a * M:b * M, lo:b * M] = block
+            K[lo:b * M, a * M:b * M] = block.T
+        # Later chunks are computed again (unless the panel held them all) and
+        # multiplied against the held panel; K is symmetric, so the mirror
+        # block is a transpose.
+        for a, b in ranges[panel_start + plan.panel_chunks:]:
+            block = source.chunk(a, b) @ panel.T  # (B·M, rows of the panel)
+            K[a * M:b * M, lo:hi] = block
+            K[lo:hi, a * M:b * M] = block.T
+        del panel
+    return K
+
+
+def gram_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, memory_budget_bytes: float,
+             plan: GramPlan | None = None) -> AlignmentMeasure:
+    """Exact ρ and ρ(ε) of targets (N, M) at inputs x (N, ...) by the chunked Gram route.
+
+    Raises ValueError when the targets do not have one column per model output.
+    """
+    start = time.perf_counter()
+    source = ChunkJacobian(model, x)
+    n_examples = int(x.shape[0])
+    M, P = source.n_outputs, source.n_params
+    if targets.shape != (n_examples, M):
+        raise ValueError(f"targets have shape {targets.shape}, expected ({n_examples}, {M}) for this model and input")
+    plan = plan or plan_gram(n_examples, M, P, memory_budget_bytes)
+    y = stack_targets(targets)  # (R,)
+
+    if plan.side == "rows":
+        K = _row_gram(source, plan, n_examples)
+        eigenvalues, vectors = torch.linalg.eigh(K)
+        del K
+        sigma = np.sqrt(np.clip(eigenvalues.numpy(), 0.0, None))
+        tolerance = float(sigma.max()) * math.sqrt(y.size * FLOAT64_EPS) if sigma.size else 0.0
+        measure = spectral_residual(vectors.numpy(), sigma, y, tolerance, method="exact", route="gram-rows",
+                                    n_examples=n_examples, n_columns=P)
+    else:
+        measure = _column_gram_measure(source, plan, n_examples, y)
+    measure.seconds = time.perf_counter() - start
+    return measure
+
+
+def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int, y: np.ndarray) -> AlignmentMeasure:
+    """ρ from G = Jᵀ J (P, P) and b = Jᵀ Y (P,): ‖P_ε Y‖² = Σ (v_iᵀ b)² / σ_i² over kept σ_i."""
+    M, P = source.n_outputs, source.n_params
+    y_t = torch.from_numpy(y)
+    G = torch.zeros(P, P, dtype=torch.float64)
+    b = torch.zeros(P, dtype=torch.float64)
+    for a, c in _ranges(n_examples, plan.chunk_examples):
+        J_c = source.chunk(a, c)  # (B·M, P)
+        G += J_c.T @ J_c
+        b += J_c.T @ y_t[a * M:c * M]
+    eigenvalues, vectors = torch.linalg.eigh(G)
+    sigma = np.sqrt(np.clip(eigenvalues.numpy(), 0.0, None))[::-1]
+    weights = (vectors.T @ b).numpy()[::-1]  # v_iᵀ Jᵀ Y = σ_i u_iᵀ Y
+    sigma_max = float(sigma[0]) if sigma.size else 0.0
+    tolerance = sigma_max * math.sqrt(P * FLOAT64_EPS)
+    y_norm_sq = float(y @ y)
+    keep = sigma > tolerance
+    rank = int(keep.sum())
+
+    def residual(count: int) -> float:
+        # ‖(I − P)Y‖² = ‖Y‖² − Σ (u_iᵀY)²: a difference of squares, so it
+        # loses relative accuracy when the residual is below about sqrt(eps).
+        projected = float(np.sum((weights[:count] / sigma[:count]) ** 2))
+        return math.sqrt(max(y_norm_sq - projected, 0.0) / y_norm_sq) if y_norm_sq > 0 else 0.0
+
+    curve = []
+    for eps in CURVE_EPSILONS:
+        cutoff = eps * sigma_max
+        count = min(int((sigma >= max(cutoff, tolerance)).sum()), rank)
+        curve.append(CurvePoint(eps=eps, rho=residual(count), resolved=cutoff > tolerance))
+    return AlignmentMeasure(method="exact", rho=residual(rank), n_examples=n_examples, n_rows=y.size, n_columns=P, rank=rank,
+                            rank_tolerance=tolerance, sigma_max=sigma_max, sigma_min=float(sigma[rank - 1]) if rank else 0.0,
+                            route="gram-columns", curve=curve, singular_values=[float(s) for s in sigma[:2000]])
