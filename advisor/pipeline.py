@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import asdict
 import time
@@ -12,7 +13,7 @@ import torch
 
 from advisor.config import CheckConfig
 from advisor.data import Dataset, analysis_indices, load_dataset
-from advisor.engine import Budget, MethodChoice, Probe, choose_method, measure_probe
+from advisor.engine import Budget, ExactMethod, MethodChoice, Probe, choose_method, measure_probe
 from advisor.environment import describe_environment
 from advisor.errors import BudgetError, UsageError
 from advisor.measure import AlignmentTracker
@@ -95,6 +96,24 @@ def _decide_method(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.T
     return choice, budget, probe, every_epoch, None, estimates
 
 
+# Below this many examples an exact ρ says too little about the training set
+# to replace the requested method.
+MIN_EXACT_EXAMPLES = 32
+
+
+def _largest_exact_subset(probe: Probe, budget: Budget) -> int:
+    """The largest n ≤ probe.n_examples whose exact-method estimate fits the budget (0 when none does)."""
+    exact = ExactMethod()
+    low, high = 0, probe.n_examples
+    while low < high:
+        middle = (low + high + 1) // 2
+        if exact.estimate(dataclasses.replace(probe, n_examples=middle), budget).fits:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Report:
     """Run the whole check and return the report; raises AdvisorError subclasses on bad input."""
     progress = progress or ProgressSink()
@@ -132,6 +151,24 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
 
     with clock.stage("cost estimate"):
         choice, budget, probe, every_epoch, skipped_reason, estimate = _decide_method(config, loaded, x_analysis, dataset.n_outputs)
+        n_exact = _largest_exact_subset(probe, budget) if config.rho_method == "auto" and probe is not None else 0
+        if (choice is None or choice.method != "exact") and n_exact >= MIN_EXACT_EXAMPLES:
+            # A bound alone cannot show misalignment, so the exact ρ runs on
+            # the largest stratified subset that fits the budget instead.
+            requested = int(x_analysis.shape[0])
+            indices = analysis_indices(dataset, n_exact, config.seed)
+            x_analysis = x_train[torch.from_numpy(indices)]
+            targets_analysis = dataset.targets_train[indices]
+            probe = dataclasses.replace(probe, n_examples=n_exact)
+            exact_estimate = ExactMethod().estimate(probe, budget)
+            reason = (f"exact on {n_exact} of the {requested} requested examples, the largest stratified subset whose "
+                      f"estimate ({exact_estimate.describe()}) fits the budget")
+            choice = MethodChoice("exact", reason, {**(choice.estimates if choice else {}), "exact": exact_estimate})
+            every_epoch = exact_estimate.seconds <= config.per_epoch_exact_s
+            skipped_reason = None
+            estimate = {"chosen": "exact", "reason": reason, "methods": choice.estimates_dict()}
+            caveats.append(f"The exact ρ ran on {n_exact} of the {requested} requested analysis examples, the most that fit "
+                           f"the budget; ρ_S covers the whole training split.")
     if skipped_reason:
         caveats.append(f"The exact ρ was skipped: {skipped_reason}. Reported figures use the last-layer bound ρ_S, which can exceed ρ.")
     elif choice is not None and choice.method == "lsqr":

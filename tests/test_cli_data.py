@@ -197,3 +197,21 @@ def test_check_missing_dataset_exits_2(tmp_path):
     assert result.exit_code == 2
     assert "does not exist" in result.output
     assert not (tmp_path / "report").exists()
+
+
+def test_cifar10_with_resnet18_reaches_verdict(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    out = tmp_path / "report"
+    arguments = [
+        "check", "torchvision:resnet18", "--data", f"cifar10:{tmp_path / 'cifar'}", "--epochs", "1", "--explore-epochs", "0",
+        "--max-samples", "8", "--out", str(out), "--format", "json", "--quiet",
+    ]
+    result = CliRunner().invoke(app, arguments, env=WIDE_TERMINAL)
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["n_params"] > 11_000_000
+    assert report["data"]["n_train"] == 20
+    assert report["structure"]["holds"] is True
+    assert report["verdict"]["label"] in ("aligned", "misaligned")
+    assert report["training"]["ee"]["certificate"]["sigma_min"] > 0

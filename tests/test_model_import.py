@@ -69,8 +69,7 @@ def one_hot_targets(n_examples: int, n_classes: int, seed: int) -> np.ndarray:
 def test_round_trip_matches_pytorch(tmp_path, name, opset):
     torch.manual_seed(0)
     shape = (1, 8, 8)
-    # Width 8 keeps the exact Jacobian small enough for two CPU cores.
-    original = trained_looking(ResidualCNN(in_channels=1, num_classes=10, width=8) if name == "cnn" else SmallMLP(), seed=1)
+    original = trained_looking(ResidualCNN(in_channels=1, num_classes=10) if name == "cnn" else SmallMLP(), seed=1)
     path = export(original, tmp_path / f"{name}.onnx", shape, opset)
 
     loaded = build_model(str(path), input_shape=shape, n_outputs=10, model_args={})
@@ -90,6 +89,9 @@ def test_round_trip_matches_pytorch(tmp_path, name, opset):
     assert structure_converted.holds == structure_original.holds
     assert structure_converted.form == structure_original.form
     assert structure_converted.last_layer_subset == structure_original.last_layer_subset
+    assert [e.tensor for e in structure_converted.subset] == [e.tensor for e in structure_original.subset]
+    for converted_entry, original_entry in zip(structure_converted.subset, structure_original.subset):
+        assert converted_entry.coefficient == pytest.approx(original_entry.coefficient, abs=1e-6)
 
     targets = one_hot_targets(16, 10, seed=3)
     rho_s_original = last_layer_rho(original, x, targets, trace_original)
