@@ -114,13 +114,12 @@ def _largest_exact_subset(probe: Probe, budget: Budget) -> int:
     return low
 
 
-def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Report:
-    """Run the whole check and return the report; raises AdvisorError subclasses on bad input."""
-    progress = progress or ProgressSink()
-    clock = StageClock(progress)
-    caveats: list[str] = []
-    seed_everything(config.seed)
+def load_inputs(config, clock: StageClock) -> tuple[Dataset, LoadedModel, torch.nn.Module, torch.Tensor]:
+    """Load the dataset and build the model that `config` names, checking the output shape.
 
+    `config` is a CheckConfig or a TrainConfig: both carry the data and model
+    options. Returns (dataset, loaded model, float32 module, x_train tensor).
+    """
     with clock.stage("load data"):
         dataset = load_dataset(config.data_spec, seed=config.seed, task=config.task, target=config.target)
     if config.loss == "ce" and dataset.task != "classification":
@@ -136,6 +135,17 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
         model = loaded.module.float()
         x_train = torch.from_numpy(dataset.x_train)
         check_output_shape(loaded, x_train[:2], dataset.n_outputs)
+    return dataset, loaded, model, x_train
+
+
+def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Report:
+    """Run the whole check and return the report; raises AdvisorError subclasses on bad input."""
+    progress = progress or ProgressSink()
+    clock = StageClock(progress)
+    caveats: list[str] = []
+    seed_everything(config.seed)
+
+    dataset, loaded, model, x_train = load_inputs(config, clock)
     caveats += loaded.caveats
 
     indices = analysis_indices(dataset, config.max_samples, config.seed)

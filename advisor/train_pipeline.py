@@ -15,11 +15,10 @@ from torch import nn
 
 from advisor.alignment import last_layer_rho
 from advisor.config import CheckConfig
-from advisor.data import analysis_indices, load_dataset
+from advisor.data import analysis_indices
 from advisor.environment import describe_environment
 from advisor.errors import UnknownChoiceError, UsageError
-from advisor.models import build_model, check_output_shape
-from advisor.pipeline import StageClock, _data_section, _epoch_items, _model_section, _structure_section, seed_everything
+from advisor.pipeline import StageClock, _data_section, _epoch_items, _model_section, _structure_section, load_inputs, seed_everything
 from advisor.progress import ProgressSink
 from advisor.report import AlignmentPoint, CertificateItem, EESection, Report, RunSection, StepItem, TrainingSection
 from advisor.structure import check_structure
@@ -114,21 +113,7 @@ def run_train(config: TrainConfig, progress: ProgressSink | None = None) -> Repo
     clock = StageClock(progress)
     seed_everything(config.seed)
 
-    with clock.stage("load data"):
-        dataset = load_dataset(config.data_spec, seed=config.seed, task=config.task, target=config.target)
-    if config.loss == "ce" and dataset.task != "classification":
-        raise UsageError("--loss", "ce", "mse for a regression dataset")
-
-    with clock.stage("build model"):
-        seed_everything(config.seed)
-        loaded = build_model(
-            config.model_spec, input_shape=dataset.input_shape, n_outputs=dataset.n_outputs, model_args=config.model_args,
-            weights=config.weights, trust_pickle=config.trust_pickle, logits=config.logits,
-            max_model_bytes=config.max_model_bytes, input_shape_override=config.input_shape,
-        )
-        model = loaded.module.float()
-        x_train = torch.from_numpy(dataset.x_train)
-        check_output_shape(loaded, x_train[:2], dataset.n_outputs)
+    dataset, loaded, model, x_train = load_inputs(config, clock)
     caveats = list(loaded.caveats)
     indices = analysis_indices(dataset, config.max_samples, config.seed)
 
