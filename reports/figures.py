@@ -61,3 +61,23 @@ def structure_rows(report: Report) -> list[list[str]]:
             "n/a" if coefficient is None else f"{coefficient:.6g}", "yes" if tensor.name in in_subset else "no",
         ])
     return rows
+
+
+TRAINING_HEADERS = ["epoch", "base train loss", "base test acc.", "ρ_S", "EE train loss", "EE test acc."]
+
+
+def training_rows(report: Report) -> list[list[str]]:
+    """Build one row per epoch of the base and EE runs; `advisor train` fills only the run it trained."""
+    training = report.training
+    if training is None:
+        return []
+    base = {e.epoch: e for e in training.base.epochs} if training.base is not None else {}
+    ee = {e.epoch: e for e in training.ee.epochs} if training.ee is not None else {}
+
+    rows = []
+    for epoch in sorted(set(base) | set(ee)):
+        b, e = base.get(epoch), ee.get(epoch)
+        rows.append([str(epoch), format_number(b.train_loss if b else None), format_number(b.test_accuracy if b else None),
+                     format_number(b.rho_s if b else None), format_number(e.train_loss if e else None),
+                     format_number(e.test_accuracy if e else None)])
+    return rows

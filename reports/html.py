@@ -5,7 +5,8 @@ from __future__ import annotations
 from html import escape
 
 from advisor.report import Report
-from reports.figures import ALIGNMENT_HEADERS, STRUCTURE_HEADERS, alignment_rows, structure_rows, summary_rows
+from reports.figures import (ALIGNMENT_HEADERS, STRUCTURE_HEADERS, TRAINING_HEADERS, alignment_rows, structure_rows, summary_rows,
+                             training_rows)
 from reports.plots import Plot, render_plots
 from reports.theme import HTML_STYLE, HTML_VERDICT_COLOURS, VERDICT_TITLES, confirmation_text, format_number
 
@@ -105,19 +106,9 @@ def _certificate(report: Report) -> list[str]:
 
 
 def _training_table(report: Report) -> list[str]:
-    training = report.training
-    if training is None:
+    if report.training is None:
         return []
-    base = {e.epoch: e for e in training.base.epochs} if training.base is not None else {}
-    ee = {e.epoch: e for e in training.ee.epochs} if training.ee is not None else {}
-    rows = []
-    for epoch in sorted(set(base) | set(ee)):
-        b, e = base.get(epoch), ee.get(epoch)
-        rows.append([str(epoch), format_number(b.train_loss if b else None), format_number(b.test_accuracy if b else None),
-                     format_number(b.rho_s if b else None), format_number(e.train_loss if e else None),
-                     format_number(e.test_accuracy if e else None)])
-    headers = ["epoch", "base train loss", "base test acc.", "ρ_S", "EE train loss", "EE test acc."]
-    return ["<h2>Training</h2>", *_table(headers, rows)]
+    return ["<h2>Training</h2>", *_table(TRAINING_HEADERS, training_rows(report))]
 
 
 def _environment(report: Report) -> list[str]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from advisor.report import Report
-from reports.figures import ALIGNMENT_HEADERS, STRUCTURE_HEADERS, alignment_rows, structure_rows, summary_rows
+from reports.figures import (ALIGNMENT_HEADERS, STRUCTURE_HEADERS, TRAINING_HEADERS, alignment_rows, structure_rows, summary_rows,
+                             training_rows)
 from reports.plots import PLOT_FILES, Plot
 from reports.theme import VERDICT_TITLES, confirmation_text, format_number
 
@@ -41,16 +42,7 @@ def render_markdown(report: Report, plots: list[Plot] | None = None) -> str:
 
     if report.training is not None:
         lines += ["", "## Training", ""]
-        # `advisor train` fills only the framework it ran.
-        base = {e.epoch: e for e in report.training.base.epochs} if report.training.base is not None else {}
-        ee = {e.epoch: e for e in report.training.ee.epochs} if report.training.ee is not None else {}
-        rows = []
-        for epoch in sorted(set(base) | set(ee)):
-            b, e = base.get(epoch), ee.get(epoch)
-            rows.append([str(epoch), format_number(b.train_loss if b else None), format_number(b.test_accuracy if b else None),
-                         format_number(b.rho_s if b else None), format_number(e.train_loss if e else None),
-                         format_number(e.test_accuracy if e else None)])
-        lines += _table(["epoch", "base train loss", "base test acc.", "ρ_S", "EE train loss", "EE test acc."], rows)
+        lines += _table(TRAINING_HEADERS, training_rows(report))
 
     if report.recommendations:
         lines += ["", "## Recommendations", ""]
