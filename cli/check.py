@@ -82,7 +82,7 @@ def check(
         from advisor.config import CheckConfig, merge_settings
         from advisor.models import parse_model_args
         from advisor.pipeline import run_check
-        from cli.display import RichProgress
+        from cli.display import run_with_progress
         from reports.files import write_report
 
         formats = split_list("--format", format, REPORT_FORMATS)
@@ -101,19 +101,13 @@ def check(
             rho_method=rho_method, max_samples=max_samples, rho_tolerance=rho_tolerance, memory_budget_gb=memory_budget,
             time_budget_s=time_budget, device=device, **training,
         )
-        if quiet:
-            report = run_check(config)
-        else:
-            with RichProgress(err_console) as progress:
-                report = run_check(config, progress)
-                progress.finish()
+        report = run_with_progress(run_check, config, quiet=quiet, err_console=err_console)
         paths = write_report(report, out, formats)
         return report, paths, conditions
 
     report, paths, conditions = run_guarded(work, err_console)
     if not quiet:
-        from reports.terminal import render_terminal
+        from cli.display import print_summary
 
-        out_console.print(render_terminal(report))
-        out_console.print("Report written: " + ", ".join(str(p) for p in paths))
+        print_summary(report, paths, out_console)
     raise typer.Exit(exit_code_for(report, conditions))

@@ -47,3 +47,21 @@ class RichProgress(ProgressSink):
     def finish(self) -> None:
         if self.stage_task is not None:
             self.progress.update(self.stage_task, completed=1, total=1)
+
+
+def run_with_progress(run, config, *, quiet: bool, err_console: Console):
+    """Call `run(config, progress)` with a rich progress display on stderr, or silently when `quiet`."""
+    if quiet:
+        return run(config)
+    with RichProgress(err_console) as progress:
+        report = run(config, progress)
+        progress.finish()
+    return report
+
+
+def print_summary(report, paths, out_console: Console) -> None:
+    """Print the terminal rendering of `report` and the files written."""
+    from reports.terminal import render_terminal
+
+    out_console.print(render_terminal(report))
+    out_console.print("Report written: " + ", ".join(str(p) for p in paths))

@@ -59,7 +59,7 @@ def train(
         from advisor.config import merge_settings
         from advisor.models import parse_model_args
         from advisor.train_pipeline import TrainConfig, run_train
-        from cli.display import RichProgress
+        from cli.display import run_with_progress
         from reports.files import write_report
 
         formats = split_list("--format", format, REPORT_FORMATS)
@@ -75,17 +75,11 @@ def train(
             framework=framework, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir is not None else None, resume=resume,
             **training,
         )
-        if quiet:
-            report = run_train(config)
-        else:
-            with RichProgress(err_console) as progress:
-                report = run_train(config, progress)
-                progress.finish()
+        report = run_with_progress(run_train, config, quiet=quiet, err_console=err_console)
         return report, write_report(report, out, formats)
 
     report, paths = run_guarded(work, err_console)
     if not quiet:
-        from reports.terminal import render_terminal
+        from cli.display import print_summary
 
-        out_console.print(render_terminal(report))
-        out_console.print("Report written: " + ", ".join(str(p) for p in paths))
+        print_summary(report, paths, out_console)
