@@ -2,7 +2,7 @@
 
 Every class here means "the input or the options are wrong", which the command
 line turns into exit code 2. Each error keeps the facts it is about as
-attributes, so callers and tests can inspect them, and its message says what
+attributes, so callers and tests can inspect them, and its message states what
 was received, what was expected and what to do next.
 """
 

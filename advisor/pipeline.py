@@ -96,13 +96,13 @@ def _decide_method(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.T
     return choice, budget, probe, every_epoch, None, estimates
 
 
-# Below this many examples an exact ρ says too little about the training set
+# Below this many examples an exact ρ tells too little about the training set
 # to replace the requested method.
 MIN_EXACT_EXAMPLES = 32
 
 
 def _largest_exact_subset(probe: Probe, budget: Budget) -> int:
-    """The largest n ≤ probe.n_examples whose exact-method estimate fits the budget (0 when none does)."""
+    """Find the largest n ≤ probe.n_examples whose exact-method estimate fits the budget (0 when none does)."""
     exact = ExactMethod()
     low, high = 0, probe.n_examples
     while low < high:

@@ -16,7 +16,7 @@ from advisor.report import AlignmentPoint, Recommendation, StructureSection, Ver
 
 @dataclass
 class TrainingFigures:
-    """What the verdict needs from the base and EE runs."""
+    """Loss figures of the base and EE runs that the verdict uses."""
 
     base_initial_loss: float
     base_final_loss: float
@@ -28,7 +28,7 @@ class TrainingFigures:
 
 
 def decisive_point(points: list[AlignmentPoint]) -> AlignmentPoint:
-    """The point after exploration (transition), else the latest measured one."""
+    """Return the point after exploration (transition), else the latest measured one."""
     for point in points:
         if point.stage == "transition":
             return point
@@ -52,7 +52,7 @@ def ee_converged(figures: TrainingFigures, ratio: float) -> bool:
 
 def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figures: TrainingFigures | None, *,
                  rho_tolerance: float, confirm_ratio: float) -> Verdict:
-    """Label the architecture and say, in one sentence per conclusion, why."""
+    """Label the architecture and explain the label in one sentence per conclusion."""
     if not structure.holds:
         sentences = [
             f"The common model structure assumption fails (relative error {structure.relative_error:.2e}): "
@@ -63,7 +63,12 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
 
     point = decisive_point(points)
     value, name = decisive_rho(point)
-    where = "after exploration" if point.stage == "transition" else "at initialization" if point.stage == "init" else f"at epoch {point.epoch}"
+    if point.stage == "transition":
+        where = "after exploration"
+    elif point.stage == "init":
+        where = "at initialization"
+    else:
+        where = f"at epoch {point.epoch}"
     form = f"{structure.form} form" + (f" with S = {{{', '.join(structure.last_layer_subset)}}}" if structure.last_layer_subset else "")
     sentences = [f"The structure assumption holds ({form}, relative error {structure.relative_error:.1e})."]
 

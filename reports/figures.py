@@ -7,7 +7,7 @@ from reports.theme import format_number
 
 
 def alignment_rows(report: Report) -> list[list[str]]:
-    """One row per alignment point: stage, epoch, ρ_S, ρ, σ⁺_min, lower bound, measured loss."""
+    """Build one row per alignment point: stage, epoch, ρ_S, ρ, σ⁺_min, lower bound, measured loss."""
     rows = []
     for point in report.alignment:
         if point.stage == "epoch" and point.rho is None:

@@ -79,7 +79,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, loss_name
 
 
 def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A seeded permutation cut into batches; a last batch of one example joins the previous one.
+    """Cut a seeded permutation into batches, joining a last batch of one example to the previous one.
 
     BatchNorm cannot normalize a batch of one in train mode.
     """
