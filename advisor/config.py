@@ -76,6 +76,8 @@ class CheckConfig:
     per_epoch_exact_s: float = 3.0
     certified_steps: int = 300
     certified_target: float = 1e-7
+    # None: the base algorithm's lr (see training.ee.feature_learning_rate).
+    feature_lr: float | None = None
     gram_budget_bytes: int = GRAM_BUDGET_BYTES
     device: str = "cpu"
 
@@ -118,7 +120,8 @@ class CheckConfig:
 
     def ee_config(self) -> EEConfig:
         return EEConfig(epochs=self.epochs, explore_epochs=self.explore_epochs, mode=self.mode, certified_steps=self.certified_steps,
-                        certified_target=self.certified_target, gram_budget_bytes=self.gram_budget_bytes)
+                        certified_target=self.certified_target, gram_budget_bytes=self.gram_budget_bytes,
+                        feature_lr=self.feature_lr)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -131,7 +134,7 @@ CONFIG_FILE_KEYS: dict[str, type] = {
     "nesterov": bool, "weight_decay": float, "batch_size": int, "schedule": str, "warmup_epochs": float,
     "lr_step_epochs": int, "lr_gamma": float, "lr_final_factor": float, "lr_peak_fraction": float,
     "lr_one_cycle_div": float, "crop_padding": int, "flip": bool, "certified_steps": int,
-    "certified_target": float, "seed": int,
+    "certified_target": float, "feature_lr": float, "seed": int,
 }
 
 

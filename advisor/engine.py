@@ -38,9 +38,12 @@ VJP_FORWARDS = 3.0
 # torch.linalg.eigh (values and vectors) of an S × S float64 matrix costs about
 # 4.6·S³ GEMM flops (395 s at S = 17,970 where GEMM ran at 68 GFLOP/s).
 EIGH_GEMM_FLOPS = 4.6
-# Products outside the Krylov iterations: σ_max steps, scaling probes, the
-# start residual, the θ = 0 candidate and the final check.
-LSQR_FIXED_PRODUCTS = 2 * LsqrSettings().sigma_steps + 2 + 3
+# Products outside the Krylov iterations: σ_max steps, the last-layer
+# residual, the first Jᵀ Y and the final check of the LSQR iterate.
+LSQR_FIXED_PRODUCTS = 2 * LsqrSettings().sigma_steps + 3
+# When float64 products leave fewer Krylov iterations than this within the
+# time budget, the matrix-free method runs its products in float32.
+FLOAT32_BELOW_ITERATIONS = 50
 
 
 @dataclass(frozen=True)
@@ -135,7 +138,7 @@ class ExactMethod:
 
 
 class LsqrMethod:
-    """Matrix-free Golub–Kahan (LSQR) from the last-layer fit, with ρ(ε) brackets."""
+    """Matrix-free Golub–Kahan (the LSQR process) from Y, with Gauss–Radau ρ(ε) brackets and ρ ≤ min(ρ_S, LSQR residual)."""
 
     name = "lsqr"
 
@@ -176,7 +179,14 @@ class LsqrMethod:
             # The loop checks the clock itself, so only memory caps the
             # iterations here; a time-based cap would trust a noisy estimate.
             capacity = max(1, self.iterations_within(probe, budget, by_time=False))
-            settings = LsqrSettings(**{**settings.__dict__, "max_iterations": capacity, "time_limit_s": budget.time_s})
+            dtype = settings.dtype
+            if self.iterations_within(probe, budget) < FLOAT32_BELOW_ITERATIONS:
+                # Float32 products run about 4.5 times faster on convolutions
+                # (MNIST, default CNN: 80 s against 360 s per iteration on one
+                # core); lsqr_rho then marks no ε below its float32 floor as resolved.
+                dtype = torch.float32
+            settings = LsqrSettings(**{**settings.__dict__, "max_iterations": capacity, "time_limit_s": budget.time_s,
+                                       "dtype": dtype})
         return lsqr_rho(problem.model, problem.x, problem.targets, trace=problem.trace, chunk_examples=chunk, settings=settings)
 
 

@@ -3,26 +3,40 @@
 Dimensions follow advisor.alignment: N examples, M outputs, P parameters,
 R = N·M, Jacobian rows ordered examples outer, outputs inner.
 
-The solver is LSQR (Paige and Saunders, ACM TOMS 8(1), 1982) on
-min_θ ‖J θ − Y‖, as Golub–Kahan bidiagonalization with full
-reorthogonalization. It starts from the last-layer least-squares solution θ_S,
-so its residual starts at ρ_S and never grows. A right preconditioner D gives
-every parameter tensor unit root-mean-square column norm, with the tensor's
-‖J_t‖_F estimated from two random vector-Jacobian products.
+The solver is Golub–Kahan bidiagonalization of J started from the targets Y,
+with full reorthogonalization: the process behind LSQR (Paige and Saunders,
+ACM TOMS 8(1), 1982), which is also the Lanczos process on J Jᵀ started from
+y = Y/‖Y‖. After k steps its tridiagonal matrix T_k = L_k L_kᵀ holds the
+first 2k moments of the spectral measure
 
-Every iterate θ with residual r = Y − J θ brackets the hard-cutoff residual,
-with σ = σ_max(J) and P_ε the projector onto left singular vectors with
-singular value ≥ ε·σ:
+    μ = Σ_i (q_iᵀ y)² δ(λ_i),   J Jᵀ = Σ_i λ_i q_i q_iᵀ,
 
-    ‖(I − P_ε) Y‖ ≤ ‖r‖ + ε σ ‖θ‖,
-    ‖(I − P_ε) Y‖ ≥ sqrt(max(0, ‖r‖² − (‖Jᵀ r‖ / (ε σ))²)) − ε σ ‖θ‖,
+and ρ(ε)² = μ([0, ε²σ_max²)) because P_ε keeps exactly the directions with
+λ_i = σ_i² ≥ ε²σ_max². For a threshold t, the Gauss–Radau quadrature rule of
+T_k with one node fixed at t has positive weights w_j at nodes τ_j, and the
+Chebyshev–Markov–Stieltjes inequalities give
 
-because (I − P_ε) Y = (I − P_ε) r + (I − P_ε) J θ, ‖(I − P_ε) J θ‖ ≤ ε σ ‖θ‖ and
-‖P_ε r‖ ≤ ‖Jᵀ r‖ / (ε σ). The best bracket over all iterates is kept for each
-ε, and an ε counts as resolved when its bracket is at most twice the tolerance
-wide. ρ(0) itself gets no lower bound (that needs σ⁺_min), so ρ is reported as
-the upper bound ‖r‖/‖Y‖ and is converged only when that bound is within the
-tolerance.
+    Σ_{τ_j < t} w_j ≤ μ([0, t)) ≤ Σ_{τ_j ≤ t} w_j
+
+for every measure with these 2k moments, the true one included. No bounds
+from the same moments can be tighter. The tests check them against exact
+spectra. σ_max comes with its own bracket [σ_low, σ_high] (Ritz values of a
+short random-start run and of this one), so the lower bound uses
+t = ε²σ_low² and the upper bound t = ε²σ_high².
+
+For ρ = ρ(0), the upper bound is the smaller of ρ_S and the recomputed
+residual of the LSQR iterate. So the reported bound starts at ρ_S and never
+grows. A lower bound on ρ would need σ⁺_min, which a Krylov method does not
+resolve. An ε counts as resolved when its bracket is at most twice the
+tolerance wide.
+
+Why no faster-converging variant is offered: ρ(ε) is a step function of the
+spectrum at t, and a Krylov space of dimension k is a polynomial of degree k
+in J Jᵀ. Where the spectrum is dense around t, no polynomial of low degree
+separates the eigenvalues just below t from those just above. So every
+Krylov method needs many iterations there, LSQR, LSMR and block variants
+alike. A preconditioner changes the spectrum, and with it the ε of ρ(ε).
+The bracket reports how far the run got.
 """
 
 from __future__ import annotations
@@ -32,6 +46,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 import torch
 from torch import nn
 
@@ -40,22 +55,25 @@ from advisor.functional import analysis_copy, frozen_tensors, trainable_paramete
 from advisor.trace import ForwardTrace
 
 
+# Smallest ε that float32 Jacobian products can resolve; see lsqr_rho.
+FLOAT32_EPS_FLOOR = 1e-2
+
+
 @dataclass(frozen=True)
 class LsqrSettings:
-    """Stopping rule and preconditioner of the matrix-free method.
+    """Stopping rule of the matrix-free method.
 
     `target_eps`: stop once ρ(ε) is resolved for every grid ε ≥ target_eps.
     `tolerance`: the half-width, in ρ, that counts as resolved.
     `max_iterations` and `time_limit_s` (seconds) stop the solver earlier,
-    leaving the smaller ε unresolved. `preconditioner`: "tensor-scaling" or
-    "none". `sigma_steps`: Golub–Kahan steps for σ_max.
+    leaving the smaller ε unresolved. `sigma_steps`: Golub–Kahan steps of the
+    random-start σ_max estimate.
     """
 
     target_eps: float = 1e-3
     tolerance: float = 1e-3
     max_iterations: int = 300
     time_limit_s: float = float("inf")
-    preconditioner: str = "tensor-scaling"
     sigma_steps: int = 8
     dtype: torch.dtype = torch.float64
     seed: int = 0
@@ -186,20 +204,6 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: fl
     return float(singular[0]), float(singular[0] + residual)
 
 
-def tensor_scaling(op: JacobianOperator, seed: int, probes: int = 2) -> torch.Tensor:
-    """Diagonal D (P,): 1/RMS column norm of each tensor's block, from E‖J_tᵀ g‖² = ‖J_t‖_F² for g ~ N(0, I)."""
-    generator = torch.Generator().manual_seed(seed + 1)
-    squares = torch.zeros(op.n_params, dtype=torch.float64)
-    for _ in range(probes):
-        g = torch.randn(op.n_rows, generator=generator, dtype=torch.float64)
-        squares += op.rmatvec(g) ** 2
-    scales = []
-    for piece in torch.split(squares / probes, op.sizes):
-        rms = math.sqrt(float(piece.mean()))
-        scales.append(torch.full_like(piece, 1.0 / rms if rms > 0 else 1.0))
-    return torch.cat(scales)
-
-
 def last_layer_start(op: JacobianOperator, model: nn.Module, x: torch.Tensor, targets: np.ndarray,
                      trace: ForwardTrace | None) -> torch.Tensor:
     """θ_S (P,): the least-squares fit of targets (N, M) on [H, 1] in the head's weight and bias, zero elsewhere.
@@ -228,14 +232,54 @@ def last_layer_start(op: JacobianOperator, model: nn.Module, x: torch.Tensor, ta
     return op.flatten(tensors)
 
 
-def _bracket(r_norm: float, jtr_norm: float, theta_norm: float, eps: float, sigma_low: float, sigma_high: float,
-             y_norm: float) -> tuple[float, float]:
-    """(lower, upper) bounds on ρ(ε) from one parameter vector; see the module docstring."""
+def iterate_bracket(r_norm: float, jtr_norm: float, theta_norm: float, eps: float, sigma_low: float,
+                    sigma_high: float, y_norm: float) -> tuple[float, float]:
+    """(lower, upper) bounds on ρ(ε) from any one parameter vector θ with residual r = Y − J θ.
+
+    With σ = σ_max(J), (I − P_ε) Y = (I − P_ε) r + (I − P_ε) J θ,
+    ‖(I − P_ε) J θ‖ ≤ ε σ ‖θ‖ and ‖P_ε r‖ ≤ ‖Jᵀ r‖ / (ε σ), so
+    ‖(I − P_ε) Y‖ ≤ ‖r‖ + ε σ ‖θ‖ and
+    ‖(I − P_ε) Y‖ ≥ sqrt(max(0, ‖r‖² − (‖Jᵀ r‖ / (ε σ))²)) − ε σ ‖θ‖.
+    Used for solvers that give an iterate but no moments, such as SciPy's LSQR.
+    """
     leak = eps * sigma_high * theta_norm
     upper = r_norm + leak
     fitted = jtr_norm / (eps * sigma_low) if sigma_low > 0 else math.inf
     lower = math.sqrt(max(0.0, r_norm**2 - fitted**2)) - leak
     return max(lower, 0.0) / y_norm, min(upper, y_norm) / y_norm
+
+
+def radau_bounds(diagonal: np.ndarray, off_diagonal: np.ndarray, t: float) -> tuple[float, float]:
+    """Bounds (lower, upper) on μ([0, t)) from a Lanczos tridiagonal matrix of size m ≥ 2.
+
+    `diagonal` (m,) and `off_diagonal` (m − 1,) define T_m. The Gauss–Radau
+    rule with a node fixed at t uses T_{m−1} and the coupling b = T[m−1, m−2]:
+    solve (T_{m−1} − t I) δ = b² e_{m−1}, then the rule's Jacobi matrix is
+    T_{m−1} bordered by b and the corner t + δ_{m−1}. Its nodes are its
+    eigenvalues and its weights the squared first components of its
+    eigenvectors; the node nearest t is the fixed one.
+    """
+    k = diagonal.shape[0] - 1
+    if k < 1:
+        return 0.0, 1.0
+    coupling = float(off_diagonal[k - 1])
+    banded = np.zeros((3, k))
+    banded[0, 1:] = off_diagonal[:k - 1]
+    banded[1] = diagonal[:k] - t
+    banded[2, :-1] = off_diagonal[:k - 1]
+    rhs = np.zeros(k)
+    rhs[-1] = coupling**2
+    try:
+        delta = scipy.linalg.solve_banded((1, 1), banded, rhs)
+    except (np.linalg.LinAlgError, ValueError):
+        return 0.0, 1.0  # t is a node of the Gauss rule of T_{m−1}: no Radau rule through it
+    corner = t + float(delta[-1])
+    if not math.isfinite(corner):
+        return 0.0, 1.0
+    nodes, vectors = scipy.linalg.eigh_tridiagonal(np.append(diagonal[:k], corner), np.append(off_diagonal[:k - 1], coupling))
+    weights = vectors[0] ** 2
+    fixed = int(np.argmin(np.abs(nodes - t)))
+    return float(weights[:fixed].sum()), float(min(1.0, weights[:fixed + 1].sum()))
 
 
 def _orthogonalize(vector: torch.Tensor, basis: torch.Tensor) -> None:
@@ -247,33 +291,34 @@ def _orthogonalize(vector: torch.Tensor, basis: torch.Tensor) -> None:
 
 
 class KrylovState:
-    """Golub–Kahan bidiagonalization of A = J·diag(scale) started from r0, with orthonormal bases kept.
+    """Golub–Kahan bidiagonalization of J started from r0, with orthonormal bases kept.
 
-    After k steps, A V_k = U_{k+1} B_k with B_k (k+1, k) lower bidiagonal, and
-    Aᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ with L_{k+1} = [B_k, α_{k+1} e_{k+1}].
-    Any coefficient vector c (k,) gives θ = θ_S + scale ⊙ (V_k c) with residual
-    r = U_{k+1}(β₁e₁ − B_k c) and Jᵀ r = V_{k+1} L_{k+1}ᵀ(β₁e₁ − B_k c) / scale,
-    so every candidate is evaluated without another Jacobian product. The
-    bases are preallocated for `capacity` steps: 8·(capacity + 2)·(R + P) bytes.
+    After k steps, J V_k = U_{k+1} B_k with B_k (k+1, k) lower bidiagonal, and
+    Jᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ with L_{k+1} = [B_k, α_{k+1} e_{k+1}], so
+    J Jᵀ U_{k+1} = U_{k+1} L_{k+1} L_{k+1}ᵀ + (a multiple of u_{k+2}) e_{k+1}ᵀ:
+    T = L_{k+1} L_{k+1}ᵀ is the Lanczos matrix of J Jᵀ from u_1 = r0/‖r0‖.
+    The bases hold at most `capacity` + 2 vectors, 8·(capacity + 2)·(R + P)
+    bytes. They start small and double as the run goes, so a run stopped by
+    time does not hold memory for iterations it never made.
     """
 
-    def __init__(self, op: JacobianOperator, scale: torch.Tensor, r0: torch.Tensor, norm_estimate: float, capacity: int) -> None:
+    def __init__(self, op: JacobianOperator, r0: torch.Tensor, norm_estimate: float, capacity: int) -> None:
         self.op = op
-        self.scale = scale
-        self._U = torch.zeros(capacity + 2, op.n_rows, dtype=torch.float64)
-        self._V = torch.zeros(capacity + 2, op.n_params, dtype=torch.float64)
+        self.capacity = capacity + 2
+        rows = min(self.capacity, 32)
+        self._U = torch.zeros(rows, op.n_rows, dtype=torch.float64)
+        self._V = torch.zeros(rows, op.n_params, dtype=torch.float64)
         self.n_u = self.n_v = 1
         self.beta1 = float(r0.norm())
         self.betas: list[float] = []
-        # r0 = 0 (Y fitted by the start) or Jᵀ r0 ≈ 0 (r0 ⊥ Col(J)) leaves
-        # nothing to iterate on: the start is already the least-squares fit.
-        # α or β below 1e-12·‖B_k‖_F (LSQR's estimate of ‖A‖) is round-off;
-        # `norm_estimate` (about ‖J‖) judges the first α, unscaled.
+        # r0 = 0 or Jᵀ r0 ≈ 0 (r0 ⊥ Col(J)) leaves nothing to iterate on. α or
+        # β below 1e-12·‖B_k‖_F (LSQR's estimate of ‖J‖) is round-off;
+        # `norm_estimate` (about ‖J‖) judges the first α.
         if self.beta1 > 0:
             self._U[0] = r0 / self.beta1
-        v = scale * op.rmatvec(self._U[0]) if self.beta1 > 0 else torch.zeros(op.n_params, dtype=torch.float64)
+        v = op.rmatvec(self._U[0]) if self.beta1 > 0 else torch.zeros(op.n_params, dtype=torch.float64)
         self.alphas = [float(v.norm())]
-        self.exhausted = self.beta1 == 0.0 or float((v / scale).norm()) <= 1e-12 * norm_estimate * self.beta1
+        self.exhausted = self.beta1 == 0.0 or self.alphas[0] <= 1e-12 * norm_estimate
         if self.alphas[0] > 0:
             self._V[0] = v / self.alphas[0]
         self.norm_squared = self.alphas[0] ** 2
@@ -288,15 +333,17 @@ class KrylovState:
 
     def step(self) -> bool:
         """Extend the bases by one vector each; False when the Krylov space is exhausted or full."""
-        if self.exhausted or self.n_v + 1 >= self._V.shape[0]:
+        if self.exhausted or self.n_v + 1 >= self.capacity:
             return False
-        u = self.op.matvec(self.scale * self._V[self.n_v - 1]) - self.alphas[-1] * self._U[self.n_u - 1]
+        if self.n_v + 1 >= self._V.shape[0]:
+            rows = min(self.capacity, 2 * self._V.shape[0])
+            self._U = torch.cat([self._U, self._U.new_zeros(rows - self._U.shape[0], self._U.shape[1])])
+            self._V = torch.cat([self._V, self._V.new_zeros(rows - self._V.shape[0], self._V.shape[1])])
+        u = self.op.matvec(self._V[self.n_v - 1]) - self.alphas[-1] * self._U[self.n_u - 1]
         _orthogonalize(u, self._U[:self.n_u])
         beta = float(u.norm())
         if beta <= 1e-12 * math.sqrt(self.norm_squared):
-            # A v_k lies in span(U_k): keep v_k as a last column with β = 0
-            # and zero vectors u_{k+1}, v_{k+1}, so the least-squares problem
-            # over all of V_k is consistent with the recurrences.
+            # J v_k lies in span(U_k): the space is invariant, β = 0 ends it.
             self.betas.append(0.0)
             self.alphas.append(0.0)
             self.n_u += 1
@@ -304,7 +351,7 @@ class KrylovState:
             self.exhausted = True
             return False
         u /= beta
-        v = self.scale * self.op.rmatvec(u) - beta * self._V[self.n_v - 1]
+        v = self.op.rmatvec(u) - beta * self._V[self.n_v - 1]
         _orthogonalize(v, self._V[:self.n_v])
         alpha = float(v.norm())
         self.norm_squared += alpha**2 + beta**2
@@ -314,8 +361,7 @@ class KrylovState:
         self.alphas.append(alpha)
         self.n_v += 1
         if alpha <= 1e-12 * math.sqrt(self.norm_squared):
-            # Aᵀ u_{k+1} lies in span(V_k): α_{k+1} = 0 and a zero v_{k+1}
-            # keep A V_k = U_{k+1} B_k and Aᵀ U_{k+1} = V_{k+1} L_{k+1}ᵀ exact.
+            # Jᵀ u_{k+1} lies in span(V_k): α_{k+1} = 0, the space is invariant.
             self.alphas[-1] = 0.0
             self.exhausted = True
             return False
@@ -332,23 +378,50 @@ class KrylovState:
                 L[i + 1, i] = self.betas[i]
         return L[:, :k], L
 
+    def lanczos(self) -> tuple[np.ndarray, np.ndarray]:
+        """Diagonal and off-diagonal of T = L Lᵀ, the Lanczos matrix of J Jᵀ from u_1."""
+        alphas = np.asarray(self.alphas[:self.steps + 1])
+        betas = np.asarray(self.betas[:self.steps])
+        diagonal = alphas**2 + np.concatenate([[0.0], betas**2])
+        return diagonal, alphas[:-1] * betas
 
-def _truncations(B: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Coefficients C (k, k+1): column j keeps the j largest Ritz values of B (k+1, k), so the last is the least-squares fit."""
-    k = B.shape[1]
-    if k == 0:
-        return np.zeros((0, 1))
-    P_left, ritz, Q_right_t = np.linalg.svd(B, full_matrices=False)  # B = P diag(ritz) Qᵀ
-    safe = np.where(ritz > 0, ritz, 1.0)
-    terms = Q_right_t.T * np.where(ritz > 0, (P_left.T @ rhs) / safe, 0.0)  # (k, k): column i is Ritz term i
-    return np.concatenate([np.zeros((k, 1)), np.cumsum(terms, axis=1)], axis=1)
+
+class MomentBrackets:
+    """ρ(ε) brackets from the moments of the Krylov run; see the module docstring."""
+
+    def __init__(self, krylov: KrylovState, sigma_low: float, sigma_high: float) -> None:
+        self.diagonal, self.off_diagonal = krylov.lanczos()
+        self.exhausted = krylov.exhausted
+        self.steps = krylov.steps
+        # The largest Ritz value of J Jᵀ is a lower bound on σ_max².
+        ritz_top = float(scipy.linalg.eigvalsh_tridiagonal(self.diagonal, self.off_diagonal)[-1]) if self.steps else 0.0
+        self.sigma_low = max(sigma_low, math.sqrt(max(ritz_top, 0.0)))
+        self.sigma_high = max(sigma_high, self.sigma_low)
+
+    def _exact_rule(self) -> tuple[np.ndarray, np.ndarray]:
+        # An invariant Krylov space makes the Gauss rule the measure itself.
+        nodes, vectors = scipy.linalg.eigh_tridiagonal(self.diagonal, self.off_diagonal)
+        return nodes, vectors[0] ** 2
+
+    def rho(self, eps: float) -> tuple[float, float]:
+        """(lower, upper) bounds on ρ(ε) for ε > 0."""
+        t_low, t_high = (eps * self.sigma_low) ** 2, (eps * self.sigma_high) ** 2
+        if self.exhausted:
+            nodes, weights = self._exact_rule()
+            lower, upper = float(weights[nodes < t_low].sum()), float(weights[nodes < t_high].sum())
+        elif self.diagonal.shape[0] < 2:
+            lower, upper = 0.0, 1.0
+        else:
+            lower = radau_bounds(self.diagonal, self.off_diagonal, t_low)[0]
+            upper = radau_bounds(self.diagonal, self.off_diagonal, t_high)[1]
+        return math.sqrt(max(lower, 0.0)), math.sqrt(min(max(upper, 0.0), 1.0))
 
 
 def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: ForwardTrace | None, chunk_examples: int,
              settings: LsqrSettings = LsqrSettings()) -> AlignmentMeasure:
     """Matrix-free ρ upper bound and ρ(ε) brackets of targets (N, M) at inputs x (N, ...).
 
-    Raises ValueError on all-zero targets or an unknown preconditioner.
+    Raises ValueError on all-zero targets.
     """
     start_time = time.perf_counter()
     op = JacobianOperator(model, x, chunk_examples, settings.dtype)
@@ -361,55 +434,24 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     # σ_max gets at most a quarter of the time limit.
     sigma_low, sigma_high = sigma_max_estimate(op, settings.sigma_steps, settings.seed,
                                                deadline=start_time + settings.time_limit_s / 4)
-    if settings.preconditioner == "tensor-scaling":
-        scale = tensor_scaling(op, settings.seed)
-    elif settings.preconditioner == "none":
-        scale = torch.ones(op.n_params, dtype=torch.float64)
-    else:
-        raise ValueError(f"unknown preconditioner {settings.preconditioner!r}; expected tensor-scaling or none")
+    theta_s = last_layer_start(op, model, x, targets, trace)
+    rho_s = float((y - op.matvec(theta_s)).norm()) / y_norm if bool(theta_s.any()) else 1.0
 
-    theta0 = last_layer_start(op, model, x, targets, trace)
-    r0 = y - op.matvec(theta0) if bool(theta0.any()) else y.clone()
-    krylov = KrylovState(op, scale, r0, sigma_high, settings.max_iterations)
-    lower = {eps: 0.0 for eps in CURVE_EPSILONS}
-    upper = {eps: 1.0 for eps in CURVE_EPSILONS}
+    krylov = KrylovState(op, y, sigma_high, settings.max_iterations)
     targets_eps = [eps for eps in CURVE_EPSILONS if eps >= settings.target_eps * (1 - 1e-9)]
 
-    def evaluate(eps_list: list[float]) -> None:
-        # Scaled-space Ritz values differ from J's singular values, so every
-        # truncation level of the Krylov least-squares fit is a candidate.
-        # Each gives a valid bracket for every ε, and the tightest is kept.
-        B, L = krylov.matrices()
-        k = B.shape[1]
-        rhs = np.zeros(k + 1)
-        rhs[0] = krylov.beta1
-        C = _truncations(B, rhs)  # (k, k+1)
-        residuals = rhs[:, None] - B @ C  # (k+1, candidates)
-        V_all = krylov.basis_v(k + 1)  # (k+1, P)
-        jtr = (V_all.T @ torch.from_numpy(L.T @ residuals)) / scale[:, None]  # (P, candidates)
-        thetas = theta0[:, None] + scale[:, None] * (V_all[:k].T @ torch.from_numpy(C))  # (P, candidates)
-        r_norms = np.linalg.norm(residuals, axis=0)
-        jtr_norms = jtr.norm(dim=0).numpy()
-        theta_norms = thetas.norm(dim=0).numpy()
-        for eps in eps_list:
-            for r_norm, jtr_norm, theta_norm in zip(r_norms, jtr_norms, theta_norms):
-                low, high = _bracket(float(r_norm), float(jtr_norm), float(theta_norm), eps, sigma_low, sigma_high, y_norm)
-                lower[eps] = max(lower[eps], low)
-                upper[eps] = min(upper[eps], high)
+    def resolved(brackets: MomentBrackets, eps: float) -> bool:
+        low, high = brackets.rho(eps)
+        return high - low <= 2 * settings.tolerance
 
-    # θ = 0 is one more candidate (r = Y), the tightest for ε near 1.
-    y_gradient_norm = float(op.rmatvec(y).norm())
-    for eps in CURVE_EPSILONS:
-        lower[eps], upper[eps] = _bracket(y_norm, y_gradient_norm, 0.0, eps, sigma_low, sigma_high, y_norm)
-
-    def resolved(eps: float) -> bool:
-        return upper[eps] - lower[eps] <= 2 * settings.tolerance
-
+    # The brackets cost O(k²) per ε, so they are checked every max(10, k/10) steps.
     stop_reason = f"reached the iteration limit of {settings.max_iterations}"
+    next_check = 0
     while True:
-        if krylov.steps % 10 == 0:
-            evaluate(targets_eps)
-            if all(resolved(eps) for eps in targets_eps):
+        if krylov.steps >= next_check:
+            next_check = krylov.steps + max(10, krylov.steps // 10)
+            brackets = MomentBrackets(krylov, sigma_low, sigma_high)
+            if all(resolved(brackets, eps) for eps in targets_eps):
                 stop_reason = f"resolved ρ(ε) for every ε ≥ {settings.target_eps:g}"
                 break
         if krylov.steps >= settings.max_iterations:
@@ -420,23 +462,28 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
         if not krylov.step():
             stop_reason = "the Krylov space is exhausted"
             break
-    evaluate(list(CURVE_EPSILONS))
+    brackets = MomentBrackets(krylov, sigma_low, sigma_high)
 
-    # The least-squares iterate of the Krylov space (the LSQR iterate); its
-    # residual is recomputed with one more product rather than trusted from
-    # the bidiagonal recurrence.
+    # The LSQR iterate of the Krylov space, min ‖β₁e₁ − B_k c‖; its residual is
+    # recomputed with one more product rather than trusted from the recurrence.
     B, _ = krylov.matrices()
     rhs = np.zeros(B.shape[0])
     rhs[0] = krylov.beta1
-    coefficients = _truncations(B, rhs)[:, -1]  # (k,)
-    theta = theta0 + scale * (krylov.basis_v(B.shape[1]).T @ torch.from_numpy(coefficients))
-    rho_upper = float((y - op.matvec(theta)).norm()) / y_norm
-    recurrence_gap = abs(rho_upper - float(np.linalg.norm(rhs - B @ coefficients)) / y_norm)
+    coefficients = np.linalg.lstsq(B, rhs, rcond=None)[0] if B.shape[1] else np.zeros(0)
+    theta = krylov.basis_v(B.shape[1]).T @ torch.from_numpy(coefficients)
+    rho_lsqr = float((y - op.matvec(theta)).norm()) / y_norm
+    recurrence_gap = abs(rho_lsqr - float(np.linalg.norm(rhs - B @ coefficients)) / y_norm)
+    rho_upper = min(rho_s, rho_lsqr)
 
+    # Float32 products carry a relative error of about 1e-6 in J v, which
+    # shifts the moments by about 1e-6·σ_max²; thresholds ε²σ_max² must stay
+    # well above that, so no ε below FLOAT32_EPS_FLOOR counts as resolved.
+    eps_floor = FLOAT32_EPS_FLOOR if settings.dtype == torch.float32 else 0.0
     curve = []
     for eps in CURVE_EPSILONS:
-        low, high = lower[eps], upper[eps]
-        curve.append(CurvePoint(eps=eps, rho=0.5 * (low + high), resolved=high - low <= 2 * settings.tolerance,
+        low, high = brackets.rho(eps)
+        curve.append(CurvePoint(eps=eps, rho=0.5 * (low + high),
+                                resolved=high - low <= 2 * settings.tolerance and eps >= eps_floor,
                                 rho_lower=low, rho_upper=high))
     resolved_eps = [point.eps for point in curve if point.resolved]
     converged = rho_upper <= settings.tolerance
@@ -448,9 +495,11 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
         converged = False
         reason = f"the bidiagonal recurrence differs by {recurrence_gap:.2g} in ρ from the recomputed residual"
 
+    precision = "float32" if settings.dtype == torch.float32 else "float64"
     return AlignmentMeasure(
         method="lsqr", rho=rho_upper, n_examples=n_examples, n_rows=op.n_rows, n_columns=op.n_params, rank=0,
-        rank_tolerance=0.0, sigma_max=sigma_low, sigma_min=0.0, route=f"lsqr ({settings.preconditioner})", curve=curve,
-        seconds=time.perf_counter() - start_time, converged=converged, reason=reason,
+        rank_tolerance=0.0, sigma_max=brackets.sigma_low, sigma_min=0.0,
+        route=f"Golub–Kahan from Y with {precision} products, Gauss–Radau brackets",
+        curve=curve, seconds=time.perf_counter() - start_time, converged=converged, reason=reason,
         eps_resolved=min(resolved_eps) if resolved_eps else None, iterations=krylov.steps,
     )

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-METHODS = ("svd-explicit", "nngeometry-gram", "torchfunc-gram", "curvlinops-lsqr", "exact", "lsqr", "lsqr-plain", "features")
+METHODS = ("svd-explicit", "nngeometry-gram", "torchfunc-gram", "curvlinops-lsqr", "exact", "lsqr", "features")
 DIGITS_GRID = [(model, n) for model in ("cnn", "mlp") for n in (256, 512, 1797)]
 MNIST_SPEC = "mnist:../shared/datasets/mnist-t10k"
 # Bound on the explicit-J SVD: J, U, Vᵀ and gesdd's workspace, in bytes of float64.
@@ -155,7 +155,7 @@ def run_method(method: str, model, x, targets, trace, memory_budget_gb: float, l
         from scipy.sparse.linalg import LinearOperator, lsqr
 
         from advisor.functional import analysis_copy
-        from advisor.matrix_free import _bracket
+        from advisor.matrix_free import iterate_bracket
         work = analysis_copy(model)
         params = [p for p in work.parameters()]
         data = [(x[s:s + 512].double(), torch.zeros(1)) for s in range(0, x.shape[0], 512)]
@@ -172,7 +172,7 @@ def run_method(method: str, model, x, targets, trace, memory_budget_gb: float, l
         sigma = float(np.linalg.norm(op.matvec(v)))
         result = lsqr(op, y, iter_lim=CURVLINOPS_ITERATIONS, atol=0, btol=0)
         theta, r_norm, normar, xnorm = result[0], result[3], result[7], result[8]
-        low, high = _bracket(r_norm, normar, xnorm, 1e-3, sigma, sigma, float(np.linalg.norm(y)))
+        low, high = iterate_bracket(r_norm, normar, xnorm, 1e-3, sigma, sigma, float(np.linalg.norm(y)))
         return {"rho": r_norm / np.linalg.norm(y), "rho_eps_1e-3": 0.5 * (low + high), "rho_eps_1e-3_bracket": [low, high],
                 "iterations": int(result[2])}
 
@@ -180,10 +180,9 @@ def run_method(method: str, model, x, targets, trace, memory_budget_gb: float, l
         measure = gram_rho(model, x, targets, memory_budget_bytes=budget.memory_bytes)
         return {"rho": measure.rho, "rho_eps_1e-3": measure.curve[eps_index].rho, "route": measure.route, "rank": measure.rank}
 
-    if method in ("lsqr", "lsqr-plain"):
+    if method == "lsqr":
         probe = measure_probe(model, x, targets.shape[1])
-        preconditioner = "tensor-scaling" if method == "lsqr" else "none"
-        solver = LsqrMethod(LsqrSettings(preconditioner=preconditioner, max_iterations=300))
+        solver = LsqrMethod(LsqrSettings(max_iterations=300))
         limited = Budget(memory_bytes=budget.memory_bytes, time_s=lsqr_seconds)
         measure = solver.run(AlignmentProblem(model=model, x=x, targets=targets, trace=trace), limited, probe)
         point = measure.curve[eps_index]

@@ -59,6 +59,7 @@ def check(
     flip: options.Flip = None,
     certified_steps: options.CertifiedSteps = None,
     certified_target: options.CertifiedTarget = None,
+    feature_lr: options.FeatureLr = None,
     seed: options.Seed = None,
     no_confirm: Annotated[bool, typer.Option("--no-confirm", help="Analysis only: structure and alignment at initialization, no training.")] = False,
     rho_method: Annotated[str, typer.Option(help="How to compute ρ: auto (the most accurate method within --memory-budget and --time-budget), exact (float64 Gram matrix), lsqr (matrix-free, ρ(ε) brackets), or features (ρ_S only).")] = "auto",
@@ -92,7 +93,7 @@ def check(
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
             lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, lr_final_factor=lr_final_factor,
             lr_peak_fraction=lr_peak_fraction, lr_one_cycle_div=lr_one_cycle_div, crop_padding=crop_padding, flip=flip,
-            certified_steps=certified_steps, certified_target=certified_target, seed=seed,
+            certified_steps=certified_steps, certified_target=certified_target, feature_lr=feature_lr, seed=seed,
         ))
         config = CheckConfig(
             model_spec=model, model_args=parse_model_args(model_arg), weights=str(weights) if weights is not None else None,

@@ -44,6 +44,7 @@ def train(
     flip: options.Flip = None,
     certified_steps: options.CertifiedSteps = None,
     certified_target: options.CertifiedTarget = None,
+    feature_lr: options.FeatureLr = None,
     seed: options.Seed = None,
     out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
     format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
@@ -68,7 +69,7 @@ def train(
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,
             lr_step_epochs=lr_step_epochs, lr_gamma=lr_gamma, lr_final_factor=lr_final_factor,
             lr_peak_fraction=lr_peak_fraction, lr_one_cycle_div=lr_one_cycle_div, crop_padding=crop_padding, flip=flip,
-            certified_steps=certified_steps, certified_target=certified_target, seed=seed,
+            certified_steps=certified_steps, certified_target=certified_target, feature_lr=feature_lr, seed=seed,
         ))
         config = TrainConfig(
             model_spec=model, model_args=parse_model_args(model_arg), data_spec=data, task=task, target=target,

@@ -34,5 +34,6 @@ CropPadding = Annotated[Optional[int], typer.Option(help="Augmentation: zero pad
 Flip = Annotated[Optional[bool], typer.Option("--flip/--no-flip", help="Augmentation: random horizontal flips of image batches. Default: off.")]
 CertifiedSteps = Annotated[Optional[int], typer.Option(help="Certified mode: maximum number of full-batch steps. Default: 300.")]
 CertifiedTarget = Annotated[Optional[float], typer.Option(help="Certified mode: stop once the training loss is this fraction of its value at the transition. Default: 1e-7.")]
+FeatureLr = Annotated[Optional[float], typer.Option("--feature-lr", help="Practical mode: learning rate of the feature block V. Default: the base --lr, so practical exploitation is the base algorithm itself on the extended model.")]
 Seed = Annotated[Optional[int], typer.Option(help="Seed of every random choice (split, subset, initialization, batches, augmentation, features). Default: 0.")]
 

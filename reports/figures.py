@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from advisor.report import Report
+from advisor.report import AlignmentPoint, Report
 from reports.theme import format_number
 
 
@@ -30,6 +30,9 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
     ]
     if report.structure.breaking_op:
         rows.append(("breaking operation", report.structure.breaking_op))
+    matrix_free = [point for point in report.alignment if point.method == "lsqr" and point.rho is not None]
+    if matrix_free:
+        rows.append(("matrix-free ρ", matrix_free_summary(matrix_free[-1])))
     training = report.training
     if training is not None:
         base, ee = training.base, training.ee
@@ -44,6 +47,17 @@ def summary_rows(report: Report) -> list[tuple[str, str]]:
                                    f"bound violations {ee.bound_violations}"),
             ]
     return rows
+
+
+def matrix_free_summary(point: AlignmentPoint) -> str:
+    """ρ's upper bound and the smallest ε whose ρ(ε) bracket is resolved, at the point's stage."""
+    text = f"ρ ≤ {format_number(point.rho)} at {point.stage}, {point.iterations} iterations; "
+    resolved = [item for item in point.rho_curve if item.resolved and item.eps == point.eps_resolved]
+    if not resolved:
+        return text + "no ε resolved"
+    item = resolved[0]
+    return (text + f"resolved down to ε = {item.eps:.0e}: ρ(ε) in [{format_number(item.rho_lower)}, "
+            f"{format_number(item.rho_upper)}]")
 
 
 STRUCTURE_HEADERS = ["tensor", "shape", "coefficient", "in subset S"]

@@ -10,7 +10,7 @@ from advisor.alignment import CURVE_EPSILONS, stack_targets
 from advisor.engine import Budget, Probe, choose_method
 from advisor.errors import BudgetError, UnknownChoiceError
 from advisor.gram import GramPlan, gram_rho, plan_gram
-from advisor.matrix_free import LsqrSettings, lsqr_rho
+from advisor.matrix_free import FLOAT32_EPS_FLOOR, LsqrSettings, lsqr_rho, radau_bounds
 from advisor.trace import trace_forward
 from tests.test_alignment import CASES, one_hot, reference_jacobian
 
@@ -119,7 +119,8 @@ def test_lsqr_y_in_column_space_converges():
     theta = np.random.default_rng(3).standard_normal(J.shape[1])
     targets_in_span = (J @ theta).reshape(targets.shape)
     trace = trace_forward(model, x[:2])
-    measured = lsqr_rho(model, x, targets_in_span, trace=trace, chunk_examples=40, settings=LsqrSettings(max_iterations=200))
+    settings = LsqrSettings(max_iterations=200, target_eps=1e-6, tolerance=1e-8)
+    measured = lsqr_rho(model, x, targets_in_span, trace=trace, chunk_examples=40, settings=settings)
     assert measured.converged
     assert measured.rho < 1e-6
 
@@ -199,3 +200,50 @@ def test_verdict_calls_lsqr_rho_a_bound():
     assert verdict.label == "misaligned"
     assert "matrix-free upper bound" in text
     assert "only an upper bound after 5 iterations" in text
+
+
+def lanczos(K: np.ndarray, y: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Diagonal and off-diagonal of the Lanczos matrix of K from y, with full reorthogonalization."""
+    Q = [y / np.linalg.norm(y)]
+    diagonal, off = [], []
+    for _ in range(steps):
+        w = K @ Q[-1]
+        diagonal.append(Q[-1] @ w)
+        basis = np.array(Q)
+        for _ in range(2):
+            w -= basis.T @ (basis @ w)
+        off.append(np.linalg.norm(w))
+        Q.append(w / off[-1])
+    return np.array(diagonal), np.array(off[:-1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_radau_bounds_contain_spectral_measure(seed):
+    # K = Q diag(λ) Qᵀ with eigenvalues spread over 12 decades and a null
+    # space, as in a rank-deficient J Jᵀ; the measure is Σ (q_iᵀ y)² at λ_i.
+    rng = np.random.default_rng(seed)
+    R = 80
+    eigenvalues = np.concatenate([np.zeros(5), 10.0 ** rng.uniform(-12, 0, R - 5)])
+    Q = np.linalg.qr(rng.standard_normal((R, R)))[0]
+    K = (Q * eigenvalues) @ Q.T
+    y = rng.standard_normal(R)
+    weights = (Q.T @ y) ** 2 / (y @ y)
+    for steps in (3, 10, 30):
+        diagonal, off = lanczos(K, y, steps)
+        for t in (1e-10, 1e-6, 1e-3, 0.1, 0.5):
+            lower, upper = radau_bounds(diagonal, off, t)
+            exact = weights[eigenvalues < t].sum()
+            assert lower - 1e-10 <= exact <= upper + 1e-10, (steps, t)
+    # With more moments the bracket narrows.
+    widths = [np.subtract(*radau_bounds(*lanczos(K, y, steps), 1e-3)[::-1]) for steps in (5, 40)]
+    assert widths[1] < widths[0]
+
+
+def test_lsqr_float32_products_resolve_no_small_eps():
+    model, x, targets, J = case_data("wide full rank")
+    trace = trace_forward(model, x[:2])
+    settings = LsqrSettings(max_iterations=100, target_eps=1e-6, dtype=torch.float32)
+    measured = lsqr_rho(model, x, targets, trace=trace, chunk_examples=5, settings=settings)
+    assert "float32" in measured.route
+    assert all(not point.resolved for point in measured.curve if point.eps < FLOAT32_EPS_FLOOR)
+    assert any(point.resolved for point in measured.curve if point.eps >= FLOAT32_EPS_FLOOR)

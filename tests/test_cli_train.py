@@ -104,6 +104,7 @@ def test_killed_train_resumes_to_same_figures(tmp_path):
     (["--explore-epochs", "3"], "--explore-epochs"),
     (["--batch-size", "0"], "--batch-size"),
     (["--crop-padding", "-2"], "--crop-padding"),
+    (["--feature-lr", "0"], "--feature-lr"),
 ])
 def test_invalid_training_option_exits_2(tmp_path, command, options, named):
     result = runner.invoke(app, [command, "--epochs", "3", "--explore-epochs", "1", "--out", str(tmp_path / "report"), "--quiet", *options])

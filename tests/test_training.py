@@ -79,6 +79,20 @@ def test_exploration_equals_base_epochs(digits_subset):
     assert ee.loss_at_transition == pytest.approx(base.epochs[2].train_loss, rel=1e-6)
 
 
+@pytest.mark.parametrize("feature_lr", [None, 0.3])
+def test_practical_feature_rate(digits_subset, feature_lr):
+    # Practical mode is the base algorithm on f̃: V gets its rate unless --feature-lr sets one.
+    algorithm = BaseAlgorithm(lr=0.02)
+    config = EEConfig(epochs=3, explore_epochs=2, feature_lr=feature_lr)
+    base, snapshot = run_base(narrow_model(), digits_subset, algorithm, config, seed=0, callbacks=Callbacks())
+    ee = run_ee(narrow_model(), digits_subset, algorithm, config, snapshot, base.epochs, seed=0, head_name="5",
+                callbacks=Callbacks())
+
+    expected = algorithm.lr if feature_lr is None else feature_lr
+    assert ee.feature_lr == expected
+    assert bool(ee.model.V.detach().abs().sum() > 0)
+
+
 def test_seed_reproduces_run(digits_subset):
     config = EEConfig(epochs=2, explore_epochs=1)
     first, _ = run_base(narrow_model(), digits_subset, BaseAlgorithm(), config, seed=3, callbacks=Callbacks())
@@ -102,6 +116,7 @@ def test_seed_reproduces_run(digits_subset):
     (lambda: Schedule(name="step", step_epochs=12).check_fits(10), "--lr-step-epochs"),
     (lambda: Augmentation(crop_padding=-1), "--crop-padding"),
     (lambda: EEConfig(certified_target=0), "--certified-target"),
+    (lambda: EEConfig(feature_lr=-0.5), "--feature-lr"),
 ])
 def test_invalid_configuration_names_option(make, option):
     with pytest.raises(TrainingConfigError) as caught:

