@@ -38,9 +38,9 @@ VJP_FORWARDS = 3.0
 # torch.linalg.eigh (values and vectors) of an S × S float64 matrix costs about
 # 4.6·S³ GEMM flops (395 s at S = 17,970 where GEMM ran at 68 GFLOP/s).
 EIGH_GEMM_FLOPS = 4.6
-# Products outside the Krylov iterations: σ_max steps, the last-layer
-# residual, the first Jᵀ Y and the final check of the LSQR iterate.
-LSQR_FIXED_PRODUCTS = 2 * LsqrSettings().sigma_steps + 3
+# Products outside the Krylov iterations: σ_max steps, the first Jᵀ Y and
+# the final check of the LSQR iterate.
+LSQR_FIXED_PRODUCTS = 2 * LsqrSettings().sigma_steps + 2
 # When float64 products leave fewer Krylov iterations than this within the
 # time budget, the matrix-free method runs its products in float32.
 FLOAT32_BELOW_ITERATIONS = 50
@@ -83,13 +83,18 @@ class Budget:
 
 @dataclass
 class AlignmentProblem:
-    """A model, its analysis inputs x (N, ...) and targets (N, M), with the forward trace."""
+    """A model, its analysis inputs x (N, ...) and targets (N, M), with the forward trace.
+
+    `rho_s` is ρ_S on the same inputs when the caller has already measured it,
+    so that the matrix-free method does not repeat that forward pass.
+    """
 
     model: nn.Module
     x: torch.Tensor
     targets: np.ndarray
     trace: ForwardTrace | None
     settings: dict = field(default_factory=dict)
+    rho_s: float | None = None
 
 
 def measure_probe(model: nn.Module, x: torch.Tensor, n_outputs: int, probe_examples: int = 32) -> Probe:
@@ -187,7 +192,8 @@ class LsqrMethod:
                 dtype = torch.float32
             settings = LsqrSettings(**{**settings.__dict__, "max_iterations": capacity, "time_limit_s": budget.time_s,
                                        "dtype": dtype})
-        return lsqr_rho(problem.model, problem.x, problem.targets, trace=problem.trace, chunk_examples=chunk, settings=settings)
+        return lsqr_rho(problem.model, problem.x, problem.targets, trace=problem.trace, chunk_examples=chunk, settings=settings,
+                        rho_s=problem.rho_s)
 
 
 class FeaturesMethod:

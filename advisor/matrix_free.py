@@ -50,7 +50,7 @@ import scipy.linalg
 import torch
 from torch import nn
 
-from advisor.alignment import CURVE_EPSILONS, AlignmentMeasure, CurvePoint, last_layer_features, stack_targets
+from advisor.alignment import CURVE_EPSILONS, AlignmentMeasure, CurvePoint, last_layer_rho, stack_targets
 from advisor.functional import analysis_copy, frozen_tensors, trainable_parameters
 from advisor.trace import ForwardTrace
 
@@ -163,7 +163,8 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: fl
     singular value, so it is an upper bound on σ_max once the largest Ritz
     value has converged to σ_max (not proved for a start vector orthogonal
     to the top singular vector, which a random start makes unlikely).
-    Stops after at least two steps once time.perf_counter() passes `deadline`.
+    After two steps, stops before a step that would end past `deadline`
+    (a time.perf_counter() value), judged by the length of the last step.
     """
     generator = torch.Generator().manual_seed(seed)
     v = torch.randn(op.n_params, generator=generator, dtype=torch.float64)
@@ -172,9 +173,11 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: fl
     alphas, betas = [], []
     u_prev = torch.zeros(op.n_rows, dtype=torch.float64)
     beta = 0.0
+    last_step = 0.0
     for step in range(steps):
-        if step >= 2 and time.perf_counter() > deadline:
+        if step >= 2 and time.perf_counter() + last_step > deadline:
             break
+        step_start = time.perf_counter()
         u = op.matvec(V[-1]) - beta * u_prev
         for previous in U:  # full reorthogonalization: a few vectors only
             u -= (previous @ u) * previous
@@ -193,6 +196,7 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: fl
             break
         V.append(v / beta)
         u_prev = u
+        last_step = time.perf_counter() - step_start
     k = len(alphas)
     B = np.zeros((k, k))
     for i in range(k):
@@ -204,32 +208,21 @@ def sigma_max_estimate(op: JacobianOperator, steps: int, seed: int, deadline: fl
     return float(singular[0]), float(singular[0] + residual)
 
 
-def last_layer_start(op: JacobianOperator, model: nn.Module, x: torch.Tensor, targets: np.ndarray,
-                     trace: ForwardTrace | None) -> torch.Tensor:
-    """θ_S (P,): the least-squares fit of targets (N, M) on [H, 1] in the head's weight and bias, zero elsewhere.
+def last_layer_bound(op: JacobianOperator, model: nn.Module, x: torch.Tensor, targets: np.ndarray,
+                     trace: ForwardTrace | None, known: float | None = None) -> float:
+    """ρ_S, an upper bound on ρ when the head's weight is trainable; 1.0 (the bound of θ = 0) otherwise.
 
-    Its residual Y − J θ_S is the last-layer residual, so ‖r‖/‖Y‖ = ρ_S. Returns
-    zeros when the head's features cannot be read.
+    `known` is ρ_S measured by the caller. Otherwise the least-squares fit on
+    the head's input features costs one forward pass in the operator's dtype.
     """
-    theta = torch.zeros(op.n_params, dtype=torch.float64)
     if trace is None or trace.last_parametric is None:
-        return theta
-    features = last_layer_features(model, x, trace)
-    if features is None:
-        return theta
-    module = trace.last_parametric.module
-    weight_name, bias_name = f"{module}.weight", f"{module}.bias"
-    if weight_name not in op.params:
-        return theta
-    has_bias = bias_name in op.params
-    design = np.hstack([features, np.ones((features.shape[0], 1))]) if has_bias else features  # (N, D [+ 1])
-    coefficients, *_ = np.linalg.lstsq(design, targets.astype(np.float64), rcond=None)  # (D [+ 1], M)
-    tensors = {name: torch.zeros(shape, dtype=torch.float64) for name, shape in op.shapes.items()}
-    D = features.shape[1]
-    tensors[weight_name] = torch.from_numpy(np.ascontiguousarray(coefficients[:D].T))  # (M, D)
-    if has_bias:
-        tensors[bias_name] = torch.from_numpy(np.ascontiguousarray(coefficients[D]))  # (M,)
-    return op.flatten(tensors)
+        return 1.0
+    if f"{trace.last_parametric.module}.weight" not in op.params:
+        return 1.0
+    if known is not None:
+        return min(1.0, known)
+    measure = last_layer_rho(model, x, targets, trace, feature_dtype=op.dtype)
+    return 1.0 if measure is None else min(1.0, measure.rho)
 
 
 def iterate_bracket(r_norm: float, jtr_norm: float, theta_norm: float, eps: float, sigma_low: float,
@@ -418,10 +411,11 @@ class MomentBrackets:
 
 
 def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: ForwardTrace | None, chunk_examples: int,
-             settings: LsqrSettings = LsqrSettings()) -> AlignmentMeasure:
+             settings: LsqrSettings = LsqrSettings(), rho_s: float | None = None) -> AlignmentMeasure:
     """Matrix-free ρ upper bound and ρ(ε) brackets of targets (N, M) at inputs x (N, ...).
 
-    Raises ValueError on all-zero targets.
+    `rho_s` is ρ_S on the same inputs when already measured. Raises
+    ValueError on all-zero targets.
     """
     start_time = time.perf_counter()
     op = JacobianOperator(model, x, chunk_examples, settings.dtype)
@@ -434,8 +428,7 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     # σ_max gets at most a quarter of the time limit.
     sigma_low, sigma_high = sigma_max_estimate(op, settings.sigma_steps, settings.seed,
                                                deadline=start_time + settings.time_limit_s / 4)
-    theta_s = last_layer_start(op, model, x, targets, trace)
-    rho_s = float((y - op.matvec(theta_s)).norm()) / y_norm if bool(theta_s.any()) else 1.0
+    rho_s = last_layer_bound(op, model, x, targets, trace, known=rho_s)
 
     krylov = KrylovState(op, y, sigma_high, settings.max_iterations)
     targets_eps = [eps for eps in CURVE_EPSILONS if eps >= settings.target_eps * (1 - 1e-9)]
@@ -447,6 +440,7 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     # The brackets cost O(k²) per ε, so they are checked every max(10, k/10) steps.
     stop_reason = f"reached the iteration limit of {settings.max_iterations}"
     next_check = 0
+    step_seconds = 0.0
     while True:
         if krylov.steps >= next_check:
             next_check = krylov.steps + max(10, krylov.steps // 10)
@@ -456,12 +450,16 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
                 break
         if krylov.steps >= settings.max_iterations:
             break
-        if time.perf_counter() - start_time > settings.time_limit_s:
+        # A step is two products and the final check one more, so the run
+        # stops when 1.5 times the last step would overrun the limit.
+        if time.perf_counter() - start_time + 1.5 * step_seconds > settings.time_limit_s:
             stop_reason = f"reached the time limit of {settings.time_limit_s:g} s"
             break
+        step_start = time.perf_counter()
         if not krylov.step():
             stop_reason = "the Krylov space is exhausted"
             break
+        step_seconds = time.perf_counter() - step_start
     brackets = MomentBrackets(krylov, sigma_low, sigma_high)
 
     # The LSQR iterate of the Krylov space, min ‖β₁e₁ − B_k c‖; its residual is

@@ -64,7 +64,8 @@ class AlignmentTracker(Callbacks):
                                method="features", converged=True, n_rho_s=int(self.x_train.shape[0]),
                                rho_s_analysis=subset.rho if subset else None)
         if exact and self.choice is not None and self.budget is not None and self.probe is not None:
-            problem = AlignmentProblem(model=model, x=self.x_analysis, targets=self.targets_analysis, trace=self.trace)
+            problem = AlignmentProblem(model=model, x=self.x_analysis, targets=self.targets_analysis, trace=self.trace,
+                                       rho_s=subset.rho if subset else None)
             measure = run_method(self.choice, problem, self.budget, self.probe)
             self._fill_exact(point, measure)
             point.method_reason = self.choice.reason
