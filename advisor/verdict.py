@@ -101,7 +101,10 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
         confirmed = reached and figures.bound_violations_base == 0
         sentences.append(f"The EE run brought the training loss from {figures.ee_transition_loss:.4g} at the transition to "
                          f"{figures.ee_final_loss:.3g}" + (", reaching the global minimum that base training cannot reach at the points it visits (R2)."
-                                                          if reached else ", not yet at the global minimum within its budget."))
+                                                          if reached else
+                                                          ", not yet at the global minimum within its budget. Practical mode gives the "
+                                                          "feature block the base learning rate, so it fits slowly; --mode certified or a "
+                                                          "larger --feature-lr fits faster."))
     return Verdict(label=label, confirmed=confirmed, sentences=sentences)
 
 

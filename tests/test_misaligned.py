@@ -45,7 +45,9 @@ def test_narrow_mlp_certified_ee_reaches_global_minimum(tmp_path):
 
 @pytest.mark.slow
 def test_narrow_mlp_practical_ee_at_n_512(tmp_path):
-    report = check_narrow(tmp_path, "--max-samples", "512", "--epochs", "30", "--explore-epochs", "10")
+    # With the base rate, V fits about 1% of each residual per visit; the rate
+    # (1 − momentum)·batch = 6.4 fits most of it, which this case needs.
+    report = check_narrow(tmp_path, "--max-samples", "512", "--epochs", "30", "--explore-epochs", "10", "--feature-lr", "6.4")
     assert_misaligned_and_bounded(report)
     assert report["alignment"][0]["n"] == 512
 
