@@ -186,9 +186,9 @@ class LsqrMethod:
             capacity = max(1, self.iterations_within(probe, budget, by_time=False))
             dtype = settings.dtype
             if self.iterations_within(probe, budget) < FLOAT32_BELOW_ITERATIONS:
-                # Float32 products run about 4.5 times faster on convolutions
+                # Float32 products ran about 4.5 times faster on convolutions
                 # (MNIST, default CNN: 80 s against 360 s per iteration on one
-                # core); lsqr_rho then marks no ε below its float32 floor as resolved.
+                # core). lsqr_rho then marks no ε below its float32 floor as resolved.
                 dtype = torch.float32
             settings = LsqrSettings(**{**settings.__dict__, "max_iterations": capacity, "time_limit_s": budget.time_s,
                                        "dtype": dtype})

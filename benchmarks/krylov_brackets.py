@@ -1,4 +1,4 @@
-"""How fast Gauss–Radau brackets on ρ(ε) close with the Krylov dimension, against the exact values.
+"""Closing speed of Gauss–Radau brackets on ρ(ε) against the Krylov dimension, with the exact values beside them.
 
 Builds the explicit float64 Jacobian J (N·M, P) of the digits residual CNN
 at initialization and the exact spectral measure of J Jᵀ seen from the
