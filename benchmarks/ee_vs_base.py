@@ -100,6 +100,7 @@ def certified(spec: str, seed: int, limit: int | None, algorithm: BaseAlgorithm,
     return {"dataset": spec, "seed": seed, "n_train": data.n_train, "loss_at_transition_sum": ee.steps[0].loss,
             "final_loss_sum": ee.steps[-1].loss, "ratio": ee.steps[-1].loss / ee.steps[0].loss, "steps": len(ee.steps) - 1,
             "bound_violations": ee.bound_violations, "sigma_min": ee.certificate.sigma_min, "sigma_max": ee.certificate.sigma_max,
+            "test_accuracy_at_transition": explored.epochs[-1].test_accuracy,
             "test_accuracy": ee.epochs[-1].test_accuracy, "seconds": time.perf_counter() - start}
 
 

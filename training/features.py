@@ -6,13 +6,26 @@ uniform on [0, 2π). These are random Fourier features of the Gaussian kernel
 exp(−‖ẑ − ẑ'‖² / (2ℓ²)), so Φ Φᵀ ≈ that kernel matrix.
 
 Why this map and these defaults: the certificate needs σ_min(Φ) well away
-from zero. A bandwidth ℓ of a third of the median nearest-neighbour distance
-makes the kernel matrix close to the identity (a typical nearest pair has
-kernel value exp(−4.5) ≈ 0.011), and p = 2n features keep the finite-sample
-Gram near the kernel, with σ_min(Φ)² around (1 − sqrt(n/p))² ≈ 0.09 by the
-Marchenko–Pastur edge. Because distinct inputs get nearly orthogonal
-features, the block fits the training residual without moving predictions at
-inputs far from the training set.
+from zero. Two bandwidth rules are offered, both aiming at a kernel matrix
+close to the identity:
+
+- `median` (practical mode): ℓ is a third of the median nearest-neighbour
+  distance, so a typical nearest pair has kernel value exp(−4.5) ≈ 0.011.
+  Practical mode's test accuracy was measured with this rule.
+- `dominant` (certified mode): the largest ℓ at which every sampled row of
+  the kernel matrix has off-diagonal sum at most DOMINANCE_MARGIN, so by
+  Gershgorin every eigenvalue of the kernel lies in [1 − margin, 1 + margin].
+  Certified steps contract the loss by about 1 − σ_min²/σ_max² each, and the
+  median rule is blind to how many neighbours sit just beyond the nearest
+  one. On a 32-dimensional CNN representation of 2,000 MNIST images the
+  median rule gave off-diagonal row sums up to 13 and σ_min²/σ_max² = 0.006
+  (p = 8n); the dominant rule picked ℓ near an eighth of the median distance
+  and gave about 0.2.
+
+p = 2n features keep the finite-sample Gram near the kernel, with σ_min(Φ)²
+around (1 − sqrt(n/p))² ≈ 0.09 by the Marchenko–Pastur edge. Because distinct
+inputs get nearly orthogonal features, the block fits the training residual
+without moving predictions at inputs far from the training set.
 """
 
 from __future__ import annotations
@@ -30,6 +43,9 @@ from torch import nn
 # Nearest-neighbour distances are measured for at most this many query points.
 BANDWIDTH_QUERIES = 2000
 BANDWIDTH_FRACTION = 1.0 / 3.0
+BANDWIDTH_RULES = ("median", "dominant")
+# Largest off-diagonal row sum of the kernel matrix that the `dominant` rule allows.
+DOMINANCE_MARGIN = 0.5
 
 
 class RandomFeatureMap(nn.Module):
@@ -69,13 +85,57 @@ def median_nearest_distance(z: torch.Tensor, generator: torch.Generator) -> floa
     return float(values.median()) if values.numel() else 1.0
 
 
-def build_feature_map(z_train: torch.Tensor, width: int, generator: torch.Generator) -> RandomFeatureMap:
-    """Draw the random-feature map for training representations z_train (N, D)."""
+def largest_row_sum(z: torch.Tensor, queries: torch.Tensor, bandwidth: float) -> float:
+    """max over the query rows i of Σ_{j≠i} exp(−‖z_i − z_j‖² / (2ℓ²)) for z (N, D)."""
+    largest = 0.0
+    for block in queries.split(256):
+        squared = torch.cdist(z[block], z).square_()  # (b, N)
+        kernel = torch.exp(squared / (-2 * bandwidth**2))
+        kernel[torch.arange(block.numel()), block] = 0.0
+        largest = max(largest, float(kernel.sum(dim=1).max()))
+    return largest
+
+
+def dominant_bandwidth(z: torch.Tensor, generator: torch.Generator, margin: float = DOMINANCE_MARGIN) -> float:
+    """Largest ℓ whose kernel rows (sampled as in `median_nearest_distance`) have off-diagonal sums ≤ margin.
+
+    The row sums grow with ℓ, so a bisection on log ℓ finds the edge. It
+    starts from the median rule's ℓ and searches down to a thousandth of it;
+    exact duplicates keep a row sum of at least 1 at every ℓ, so when they
+    exceed the margin the search ends at the lower end and the certificate
+    reports the resulting σ_min(Φ) ≈ 0.
+    """
+    n = z.shape[0]
+    queries = torch.randperm(n, generator=generator)[:BANDWIDTH_QUERIES]
+    high = max(BANDWIDTH_FRACTION * median_nearest_distance(z, generator), 1e-6)
+    if largest_row_sum(z, queries, high) <= margin:
+        return high
+    low = high * 1e-3
+    for _ in range(30):
+        middle = math.sqrt(low * high)
+        if largest_row_sum(z, queries, middle) <= margin:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def build_feature_map(z_train: torch.Tensor, width: int, generator: torch.Generator,
+                      bandwidth_rule: str = "median") -> RandomFeatureMap:
+    """Draw the random-feature map for training representations z_train (N, D).
+
+    `bandwidth_rule` is `median` or `dominant` (see the module docstring).
+    """
+    if bandwidth_rule not in BANDWIDTH_RULES:
+        raise ValueError(f"bandwidth_rule must be one of {BANDWIDTH_RULES}, got {bandwidth_rule!r}")
     z = z_train.double()
     mean = z.mean(dim=0)
     std = z.std(dim=0).clamp_min(1e-12)
     standardized = (z - mean) / std
-    bandwidth = max(BANDWIDTH_FRACTION * median_nearest_distance(standardized, generator), 1e-6)
+    if bandwidth_rule == "median":
+        bandwidth = max(BANDWIDTH_FRACTION * median_nearest_distance(standardized, generator), 1e-6)
+    else:
+        bandwidth = dominant_bandwidth(standardized, generator)
     weights = torch.randn(z.shape[1], width, generator=generator, dtype=torch.float64) / bandwidth
     phases = 2 * math.pi * torch.rand(width, generator=generator, dtype=torch.float64)
     dtype = z_train.dtype

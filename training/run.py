@@ -38,6 +38,10 @@ FRAMEWORKS = ("ee", "base")
 # at p = 8n (25 steps to 1e-7 of the transition loss on digits with the
 # default CNN). Practical mode pays for p in every batch and keeps 2n.
 WIDTH_FACTORS = {"practical": 2.0, "certified": 8.0}
+# Bandwidth rule of φ per mode (training.features explains both): certified
+# mode wants the best conditioned kernel, practical mode keeps the rule its
+# test accuracy was measured with.
+BANDWIDTH_RULES = {"practical": "median", "certified": "dominant"}
 
 
 # σ_min(Φ) below this fraction of σ_max(Φ) counts as a failed certificate for
@@ -230,13 +234,14 @@ def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, confi
     base = copy.deepcopy(model)
     base.load_state_dict(snapshot.model_state)
     width = max(data.n_train, math.ceil(config.feature_width_factor * data.n_train))
+    rule = BANDWIDTH_RULES[config.mode]
 
     if known is not None:
-        representation, _, feature_map = _feature_block(base, head_name, known["append_input"], data, width, seed)
+        representation, _, feature_map = _feature_block(base, head_name, known["append_input"], data, width, seed, rule)
         certificate = FeatureCertificate(**known["certificate"])
         note, append_input = known["representation_note"], known["append_input"]
     else:
-        representation, z_train, feature_map = _feature_block(base, head_name, False, data, width, seed)
+        representation, z_train, feature_map = _feature_block(base, head_name, False, data, width, seed, rule)
         certificate = certify(feature_map, z_train, gram_budget_bytes=config.gram_budget_bytes, seed=seed)
         note, append_input = ("the input of the last affine layer" if head_name else "the flattened input"), False
 
@@ -244,7 +249,7 @@ def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, confi
         # or nearly the same point, and then no function of z_τ separates them
         # (σ_min(Φ) ≈ 0). Joining the input to z_τ restores distinct points.
         if head_name and certificate.sigma_min < WEAK_CERTIFICATE * certificate.sigma_max:
-            joined, z_joined, joined_map = _feature_block(base, head_name, True, data, width, seed)
+            joined, z_joined, joined_map = _feature_block(base, head_name, True, data, width, seed, rule)
             joined_certificate = certify(joined_map, z_joined, gram_budget_bytes=config.gram_budget_bytes, seed=seed)
             if joined_certificate.sigma_min > certificate.sigma_min:
                 collapsed = data.n_train - count_distinct(z_train)
@@ -259,11 +264,12 @@ def make_transition(model: nn.Module, snapshot: Snapshot, data: TrainData, confi
 
 
 def _feature_block(base: nn.Module, head_name: str | None, append_input: bool, data: TrainData, width: int,
-                   seed: int) -> tuple[FrozenRepresentation, torch.Tensor, RandomFeatureMap]:
-    """Freeze the representation, encode the training inputs (N, D) and draw φ from the seed."""
+                   seed: int, rule: str) -> tuple[FrozenRepresentation, torch.Tensor, RandomFeatureMap]:
+    """Freeze the representation, encode the training inputs (N, D) and draw φ from the seed with bandwidth `rule`."""
     representation = FrozenRepresentation(base, head_name, append_input=append_input)
     z_train = representation.encode(data.x_train)
-    return representation, z_train, build_feature_map(z_train, width, torch.Generator().manual_seed(seed + 1))
+    generator = torch.Generator().manual_seed(seed + 1)
+    return representation, z_train, build_feature_map(z_train, width, generator, bandwidth_rule=rule)
 
 
 def run_ee(model: nn.Module, data: TrainData, algorithm: BaseAlgorithm, config: EEConfig, snapshot: Snapshot,
