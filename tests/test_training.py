@@ -314,7 +314,7 @@ def dense_core_points(seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_dominant_bandwidth_bounds_the_kernel_spectrum(seed):
+def test_dominant_bandwidth_kernel_spectrum(seed):
     z = dense_core_points(seed)
     bandwidth = dominant_bandwidth(z, torch.Generator().manual_seed(seed))
 
@@ -332,7 +332,7 @@ def test_dominant_bandwidth_bounds_the_kernel_spectrum(seed):
     assert float(eigenvalues.max()) <= 1 + DOMINANCE_MARGIN + 1e-9
 
 
-def test_dominant_rule_conditions_a_dense_core_better_than_median():
+def test_dominant_rule_dense_core():
     z = dense_core_points(3)
     ratios = {}
     for rule in ("median", "dominant"):
@@ -345,7 +345,7 @@ def test_dominant_rule_conditions_a_dense_core_better_than_median():
     assert ratios["dominant"] > 0.3
 
 
-def test_unknown_bandwidth_rule_is_rejected():
+def test_unknown_bandwidth_rule():
     with pytest.raises(ValueError, match="bandwidth_rule"):
         build_feature_map(torch.zeros(4, 2), 8, torch.Generator(), bandwidth_rule="silverman")
 

@@ -86,7 +86,7 @@ def median_nearest_distance(z: torch.Tensor, generator: torch.Generator) -> floa
 
 
 def largest_row_sum(z: torch.Tensor, queries: torch.Tensor, bandwidth: float) -> float:
-    """max over the query rows i of Σ_{j≠i} exp(−‖z_i − z_j‖² / (2ℓ²)) for z (N, D)."""
+    """Return max over the query rows i of Σ_{j≠i} exp(−‖z_i − z_j‖² / (2ℓ²)) for z (N, D)."""
     largest = 0.0
     for block in queries.split(256):
         squared = torch.cdist(z[block], z).square_()  # (b, N)
@@ -97,13 +97,12 @@ def largest_row_sum(z: torch.Tensor, queries: torch.Tensor, bandwidth: float) ->
 
 
 def dominant_bandwidth(z: torch.Tensor, generator: torch.Generator, margin: float = DOMINANCE_MARGIN) -> float:
-    """Largest ℓ whose kernel rows (sampled as in `median_nearest_distance`) have off-diagonal sums ≤ margin.
+    """Return the largest ℓ whose kernel rows (sampled as in `median_nearest_distance`) have off-diagonal sums ≤ margin.
 
     The row sums grow with ℓ, so a bisection on log ℓ finds the edge. It
-    starts from the median rule's ℓ and searches down to a thousandth of it;
-    exact duplicates keep a row sum of at least 1 at every ℓ, so when they
-    exceed the margin the search ends at the lower end and the certificate
-    reports the resulting σ_min(Φ) ≈ 0.
+    starts from the median rule's ℓ and searches down to a thousandth of it.
+    Exact duplicates keep a row sum of at least 1 at every ℓ. With them the
+    search ends at that lower end, and the certificate reports σ_min(Φ) ≈ 0.
     """
     n = z.shape[0]
     queries = torch.randperm(n, generator=generator)[:BANDWIDTH_QUERIES]
@@ -127,7 +126,7 @@ def build_feature_map(z_train: torch.Tensor, width: int, generator: torch.Genera
     `bandwidth_rule` is `median` or `dominant` (see the module docstring).
     """
     if bandwidth_rule not in BANDWIDTH_RULES:
-        raise ValueError(f"bandwidth_rule must be one of {BANDWIDTH_RULES}, got {bandwidth_rule!r}")
+        raise ValueError(f"invalid bandwidth_rule {bandwidth_rule!r}: use one of {', '.join(BANDWIDTH_RULES)}")
     z = z_train.double()
     mean = z.mean(dim=0)
     std = z.std(dim=0).clamp_min(1e-12)

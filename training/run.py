@@ -38,9 +38,9 @@ FRAMEWORKS = ("ee", "base")
 # at p = 8n (25 steps to 1e-7 of the transition loss on digits with the
 # default CNN). Practical mode pays for p in every batch and keeps 2n.
 WIDTH_FACTORS = {"practical": 2.0, "certified": 8.0}
-# Bandwidth rule of φ per mode (training.features explains both): certified
-# mode wants the best conditioned kernel, practical mode keeps the rule its
-# test accuracy was measured with.
+# Bandwidth rule of φ per mode, explained in training.features. Certified
+# mode needs the best conditioned kernel. Practical mode keeps the rule that
+# its test accuracy was measured with.
 BANDWIDTH_RULES = {"practical": "median", "certified": "dominant"}
 
 
