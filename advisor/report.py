@@ -114,6 +114,10 @@ class AlignmentPoint(Strict):
     converged_reason: str | None = None
     eps_resolved: float | None = None
     iterations: int | None = None
+    # The route the method took and the shape of J: rows n·m, columns P.
+    route: str | None = None
+    n_rows: int | None = None
+    n_columns: int | None = None
 
 
 class EpochItem(Strict):

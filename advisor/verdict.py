@@ -86,6 +86,11 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
             sentences.append("Only the last-layer bound ρ_S was measured, which can exceed ρ; the exact ρ was skipped.")
         elif point.method == "lsqr" and not point.converged:
             sentences.append(f"That value is an upper bound, not a measurement: {point.converged_reason}.")
+            if point.n_rows is not None and point.n_columns is not None and point.n_rows > point.n_columns:
+                sentences.append(
+                    f"J has more rows ({point.n_rows:,}) than parameters ({point.n_columns:,}), so Col(J) is a proper "
+                    "subspace of the target space and targets in general position lie outside it; the bound leaves "
+                    "open only whether these targets lie farther from it than the tolerance.")
 
     if figures is None:
         return Verdict(label=label, confirmed=None, sentences=sentences)

@@ -200,6 +200,22 @@ def test_verdict_calls_lsqr_rho_a_bound():
     assert verdict.label == "misaligned"
     assert "matrix-free upper bound" in text
     assert "only an upper bound after 5 iterations" in text
+    assert "more rows" not in text
+
+
+def test_verdict_names_tall_jacobian():
+    from advisor.report import AlignmentPoint, StructureSection
+    from advisor.verdict import make_verdict
+
+    structure = StructureSection(holds=True, form="exact", subset=[], relative_error=1e-12, tolerance=1e-6, n_examples=4, n_points=2)
+    point = AlignmentPoint(stage="init", epoch=0, n=10_000, rho_s=0.75, rho=0.75, method="lsqr", converged=False,
+                           converged_reason="ρ ≤ 0.75 is only an upper bound after 11 iterations",
+                           n_rows=100_000, n_columns=37_802)
+    verdict = make_verdict(structure, [point], None, rho_tolerance=1e-3, confirm_ratio=0.1)
+    text = " ".join(verdict.sentences)
+
+    assert verdict.label == "misaligned"
+    assert "more rows (100,000) than parameters (37,802)" in text
 
 
 def lanczos(K: np.ndarray, y: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
