@@ -304,7 +304,8 @@ def dense_core_points(seed: int) -> torch.Tensor:
     """60 points in a tight core inside 240 spread ones (8 dimensions), standardized.
 
     The median nearest-neighbour distance reflects the spread points, so a
-    bandwidth derived from it lets every core point see the whole core.
+    bandwidth derived from it gives every pair of core points a kernel value
+    near 1.
     """
     generator = torch.Generator().manual_seed(seed)
     core = 0.1 * torch.randn(60, 8, generator=generator, dtype=torch.float64)

@@ -103,6 +103,9 @@ def dominant_bandwidth(z: torch.Tensor, generator: torch.Generator, margin: floa
     starts from the median rule's ℓ and searches down to a thousandth of it.
     Exact duplicates keep a row sum of at least 1 at every ℓ. With them the
     search ends at that lower end, and the certificate reports σ_min(Φ) ≈ 0.
+    NOTE: above BANDWIDTH_QUERIES training points only the sampled rows are
+    checked, so an unsampled row may exceed the margin. The certificate
+    computed afterwards measures σ_min(Φ) itself either way.
     """
     n = z.shape[0]
     queries = torch.randperm(n, generator=generator)[:BANDWIDTH_QUERIES]
