@@ -26,7 +26,8 @@ from torch import nn
 
 from advisor.alignment import AlignmentMeasure, last_layer_rho
 from advisor.errors import BudgetError, UnknownChoiceError
-from advisor.functional import analysis_copy
+from advisor.functional import analysis_copy, trainable_parameters
+from advisor.jacobian_chunks import factorable_linears
 from advisor.gram import gram_rho, plan_gram
 from advisor.matrix_free import LsqrSettings, chunk_for_budget, lsqr_rho, saved_bytes_per_example
 from advisor.trace import ForwardTrace
@@ -56,6 +57,9 @@ class Probe:
     forward_seconds_per_example: float
     saved_bytes_per_example: float
     gemm_flops_per_second: float
+    # Columns of J that the exact method multiplies per Gram entry: P, less the
+    # parameters of factored fully connected layers plus their O + I widths.
+    gram_width: int | None = None
 
 
 @dataclass
@@ -115,8 +119,12 @@ def measure_probe(model: nn.Module, x: torch.Tensor, n_outputs: int, probe_examp
     a @ a
     gemm_rate = 2 * size**3 / max(time.perf_counter() - start, 1e-9)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = trainable_parameters(work)
+    factored = factorable_linears(work, probe[:2], params)
+    gram_width = n_params - sum(params[f.weight].numel() + (f.out_features if f.bias else 0) for f in factored.values())
+    gram_width += sum(f.out_features + f.in_features for f in factored.values())
     return Probe(n_examples=int(x.shape[0]), n_outputs=n_outputs, n_params=n_params, forward_seconds_per_example=forward,
-                 saved_bytes_per_example=saved, gemm_flops_per_second=gemm_rate)
+                 saved_bytes_per_example=saved, gemm_flops_per_second=gemm_rate, gram_width=gram_width)
 
 
 class ExactMethod:
@@ -126,11 +134,12 @@ class ExactMethod:
 
     def estimate(self, probe: Probe, budget: Budget) -> Estimate:
         N, M, P = probe.n_examples, probe.n_outputs, probe.n_params
-        plan = plan_gram(N, M, P, budget.memory_bytes)
+        plan = plan_gram(N, M, P, budget.memory_bytes, probe.gram_width)
         size = min(N * M, P)
         # One per-example Jacobian costs about M backward passes of that example.
         jacobian = plan.jacobian_chunk_computations * plan.chunk_examples * M * VJP_FORWARDS * probe.forward_seconds_per_example
-        products = 2 * (N * M) ** 2 * P if plan.side == "rows" else 2 * N * M * P * P
+        width = probe.gram_width if probe.gram_width is not None else P
+        products = 2 * (N * M) ** 2 * width if plan.side == "rows" else 2 * N * M * P * P
         algebra = (products + EIGH_GEMM_FLOPS * size**3) / probe.gemm_flops_per_second
         seconds = jacobian + algebra
         fits = plan.bytes <= budget.memory_bytes and seconds <= budget.time_s

@@ -7,7 +7,9 @@ Wide J (R ≤ P): K = J Jᵀ (R, R) is built block by block. A panel of per-exam
 Jacobian chunks J_c (B·M, P) that fits the memory budget stays in memory while
 every later chunk is computed once more and multiplied against it. A budget
 with room for all chunks computes each J_c once, and one with room for a
-fraction g of them computes about 1/(2g) times as many. Then
+fraction g of them computes about 1/(2g) times as many. Fully connected
+layers stay in factored form (advisor.jacobian_chunks), so their share of K
+costs O + I multiply-adds per entry instead of O·(I + 1). Then
 torch.linalg.eigh(K) gives σ² and the left singular vectors.
 
 Tall J (R > P): G = Jᵀ J (P, P) and Jᵀ Y (P,) are summed over chunks, and
@@ -31,6 +33,7 @@ from torch.func import jacrev, vmap
 
 from advisor.alignment import CURVE_EPSILONS, FLOAT64_EPS, AlignmentMeasure, CurvePoint, spectral_residual, stack_targets
 from advisor.functional import analysis_copy, frozen_tensors, trainable_parameters
+from advisor.jacobian_chunks import JacobianChunk, factorable_linears
 
 
 @dataclass(frozen=True)
@@ -45,56 +48,104 @@ class GramPlan:
     bytes: int
 
 
-def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_bytes: float) -> GramPlan:
+def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_bytes: float,
+              row_width: int | None = None) -> GramPlan:
     """Choose chunk and panel sizes so that K, eigh's workspace and the held chunks fit the budget.
 
     The eigh memory is 4·S² doubles for S = min(R, P): the matrix, its
-    eigenvectors and LAPACK syevd's 2·S² workspace.
+    eigenvectors and LAPACK syevd's 2·S² workspace. `row_width` is the
+    number of values a chunk stores per Jacobian row (P, or less where
+    fully connected layers stay factored); it defaults to P.
     """
     rows = n_examples * n_outputs
     side = "rows" if rows <= n_params else "columns"
+    width = n_params if side == "columns" or row_width is None else row_width
     size = min(rows, n_params)
     fixed = 8 * 4 * size * size
     available = max(memory_budget_bytes - fixed, 0)
-    bytes_per_example = 8 * n_outputs * n_params * 3  # J_c rows, jacrev's copy and the cat
+    bytes_per_example = 8 * n_outputs * width * 3  # J_c rows, jacrev's copy and the cat
     # Aim for chunks of at most 256 MiB of J_c, and at least one example.
-    chunk = int(max(1, min(n_examples, (256 * 2**20) // (8 * n_outputs * n_params) or 1)))
+    chunk = int(max(1, min(n_examples, (256 * 2**20) // (8 * n_outputs * width) or 1)))
     n_chunks = math.ceil(n_examples / chunk)
     if side == "columns":
         return GramPlan(side, chunk, 1, n_chunks, n_chunks, int(fixed + chunk * bytes_per_example))
-    # Held panel: chunks of J_c (8·B·M·P bytes each), after room for one
+    # Held panel: chunks of J_c (8·B·M·width bytes each), after room for one
     # streamed chunk with its temporaries.
     streamed = chunk * bytes_per_example
-    panel = int(max(1, (available - streamed) // (8 * chunk * n_outputs * n_params)))
+    panel = int(max(1, (available - streamed) // (8 * chunk * n_outputs * width)))
     panel = min(panel, n_chunks)
     computations = 0
     for start in range(0, n_chunks, panel):
         computations += n_chunks - start
-    held = min(panel, n_chunks) * 8 * chunk * n_outputs * n_params
+    held = min(panel, n_chunks) * 8 * chunk * n_outputs * width
     return GramPlan(side, chunk, panel, n_chunks, computations, int(fixed + held + chunk * bytes_per_example))
 
 
 class ChunkJacobian:
-    """Per-example float64 Jacobian chunks J_c (B·M, P) of a model, BatchNorm in eval mode."""
+    """Per-example float64 Jacobian chunks of a model, BatchNorm in eval mode.
 
-    def __init__(self, model: nn.Module, x: torch.Tensor) -> None:
+    Fully connected layers stay factored (see advisor.jacobian_chunks) unless
+    `factor_linear` is False.
+    """
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, *, factor_linear: bool = True) -> None:
         self.work = analysis_copy(model)
-        self.params = trainable_parameters(self.work)
+        params = trainable_parameters(self.work)
         self.fixed = frozen_tensors(self.work)
         self.x = x.to(torch.float64)
-        self.n_params = sum(p.numel() for p in self.params.values())
+        self.order = [(name, p.numel()) for name, p in params.items()]
+        self.n_params = sum(size for _, size in self.order)
+        self.factors = factorable_linears(self.work, self.x[:2], params) if factor_linear else {}
+        factored = {f.weight for f in self.factors.values()} | {f.bias for f in self.factors.values() if f.bias}
+        self.params = {name: p for name, p in params.items() if name not in factored}
+        self.factored_params = {name: p for name, p in params.items() if name in factored}
+        self.n_dense = sum(p.numel() for p in self.params.values())
+        # Values stored per Jacobian row: dense columns, each factored layer's
+        # signal (O) and its input (I, stored once per example, counted per row).
+        self.row_width = self.n_dense + sum(f.out_features + f.in_features for f in self.factors.values())
+
+        # The hooks add a zero vector to each factored layer's output, so
+        # that its Jacobian gives the derivatives g, and record the layer's input.
+        self._deltas: dict[str, torch.Tensor] | None = None
+        self._inputs: dict[str, torch.Tensor] = {}
+        for name in self.factors:
+            self.work.get_submodule(name).register_forward_hook(self._perturb(name))
         with torch.no_grad():
-            self.n_outputs = int(self._single(self.params, self.x[0]).shape[0])
-        self._per_example = vmap(jacrev(self._single), in_dims=(None, 0))
+            self.n_outputs = int(self._single(self.params, self._zero_deltas(), self.x[0])[0].shape[0])
+        self._per_example = vmap(jacrev(self._single, argnums=(0, 1), has_aux=True), in_dims=(None, None, 0))
 
-    def _single(self, params: dict[str, torch.Tensor], example: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self.work, {**self.fixed, **params}, (example.unsqueeze(0),)).squeeze(0)  # (M,)
+    def _zero_deltas(self) -> dict[str, torch.Tensor]:
+        return {name: torch.zeros(f.out_features, dtype=torch.float64) for name, f in self.factors.items()}
 
-    def chunk(self, start: int, stop: int) -> torch.Tensor:
-        jac = self._per_example(self.params, self.x[start:stop])  # name -> (B, M, *shape)
+    def _perturb(self, name: str):
+        def hook(_module: nn.Module, args: tuple, output: torch.Tensor):
+            if self._deltas is None:
+                return None
+            self._inputs[name] = args[0].squeeze(0)  # (I,)
+            return output + self._deltas[name]
+        return hook
+
+    def _single(self, params: dict[str, torch.Tensor], deltas: dict[str, torch.Tensor],
+                example: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self._deltas, self._inputs = (deltas if self.factors else None), {}
+        try:
+            outputs = torch.func.functional_call(self.work, {**self.fixed, **self.factored_params, **params}, (example.unsqueeze(0),))
+        finally:
+            self._deltas = None
+        return outputs.squeeze(0), self._inputs  # (M,), layer -> (I,)
+
+    def chunk(self, start: int, stop: int) -> JacobianChunk:
+        """Return the Jacobian rows of examples start ≤ n < stop."""
+        (jac, signal_jac), inputs = self._per_example(self.params, self._zero_deltas(), self.x[start:stop])  # (B, M, *shape) each
         B, M = stop - start, self.n_outputs
         blocks = [jac[name].reshape(B, M, -1) for name in self.params]  # each (B, M, P_t)
-        return torch.cat(blocks, dim=2).reshape(B * M, self.n_params)  # (B·M, P)
+        dense = torch.cat(blocks, dim=2).reshape(B * M, self.n_dense) if blocks else torch.zeros(B * M, 0, dtype=torch.float64)
+        signals = {name: signal_jac[name].reshape(B * M, -1) for name in self.factors}  # (B·M, O)
+        return JacobianChunk(M, dense, signals, {name: inputs[name].reshape(B, -1) for name in self.factors})
+
+    def rows(self, start: int, stop: int) -> torch.Tensor:
+        """Return the explicit Jacobian rows (B·M, P) of examples start ≤ n < stop, in parameter order."""
+        return self.chunk(start, stop).full(self.order, self.factors)
 
 
 def _ranges(n_examples: int, chunk: int) -> list[tuple[int, int]]:
@@ -108,19 +159,20 @@ def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int) -> torch.T
     K = torch.empty(n_examples * M, n_examples * M, dtype=torch.float64)
     for panel_start in range(0, len(ranges), plan.panel_chunks):
         panel_ranges = ranges[panel_start:panel_start + plan.panel_chunks]
-        panel = torch.cat([source.chunk(a, b) for a, b in panel_ranges])  # (rows of the panel, P)
-        lo, hi = panel_ranges[0][0] * M, panel_ranges[-1][1] * M
+        panel = JacobianChunk.cat([source.chunk(a, b) for a, b in panel_ranges])  # rows of the panel
+        first, last = panel_ranges[0][0], panel_ranges[-1][1]
+        lo, hi = first * M, last * M
         # Only blocks on or below the diagonal are multiplied (half the flops
         # of panel @ panel.T); the upper ones are their transposes.
         for a, b in panel_ranges:
-            block = panel[a * M - lo:b * M - lo] @ panel[:b * M - lo].T  # (B·M, rows up to this chunk)
-            K[a * M:b * M, lo:b * M] = block
+            block = panel.examples(a - first, b - first).gram_with(panel.examples(0, b - first), source.factors)
+            K[a * M:b * M, lo:b * M] = block  # (B·M, rows up to this chunk)
             K[lo:b * M, a * M:b * M] = block.T
         # Later chunks are computed again (unless the panel held them all) and
         # multiplied against the held panel; K is symmetric, so the mirror
         # block is a transpose.
         for a, b in ranges[panel_start + plan.panel_chunks:]:
-            block = source.chunk(a, b) @ panel.T  # (B·M, rows of the panel)
+            block = source.chunk(a, b).gram_with(panel, source.factors)  # (B·M, rows of the panel)
             K[a * M:b * M, lo:hi] = block
             K[lo:hi, a * M:b * M] = block.T
         del panel
@@ -139,7 +191,7 @@ def gram_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, memory_b
     M, P = source.n_outputs, source.n_params
     if targets.shape != (n_examples, M):
         raise ValueError(f"targets have shape {targets.shape}, expected ({n_examples}, {M}) for this model and input")
-    plan = plan or plan_gram(n_examples, M, P, memory_budget_bytes)
+    plan = plan or plan_gram(n_examples, M, P, memory_budget_bytes, source.row_width)
     y = stack_targets(targets)  # (R,)
 
     if plan.side == "rows":
@@ -163,7 +215,7 @@ def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int,
     G = torch.zeros(P, P, dtype=torch.float64)
     b = torch.zeros(P, dtype=torch.float64)
     for a, c in _ranges(n_examples, plan.chunk_examples):
-        J_c = source.chunk(a, c)  # (B·M, P)
+        J_c = source.rows(a, c)  # (B·M, P)
         G += J_c.T @ J_c
         b += J_c.T @ y_t[a * M:c * M]
     eigenvalues, vectors = torch.linalg.eigh(G)

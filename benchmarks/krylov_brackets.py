@@ -33,7 +33,7 @@ def explicit_gram(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """K = J Jᵀ (R, R) in float64 and Y (R,) for the first n digits images."""
     model, x, targets, _ = load_problem("cnn", n, "digits")
     source = ChunkJacobian(model, x)
-    J = torch.cat([source.chunk(start, min(start + 64, n)) for start in range(0, n, 64)])  # (R, P)
+    J = torch.cat([source.rows(start, min(start + 64, n)) for start in range(0, n, 64)])  # (R, P)
     return J @ J.T, torch.from_numpy(targets.reshape(-1)).double()
 
 
