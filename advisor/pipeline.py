@@ -53,10 +53,13 @@ class StageClock:
 def _model_section(loaded: LoadedModel, dataset: Dataset) -> ModelSection:
     module = loaded.module
     tensors = [TensorInfo(name=name, shape=list(p.shape), trainable=p.requires_grad) for name, p in module.named_parameters()]
-    return ModelSection(spec=loaded.spec, kind=loaded.kind, n_params=count_parameters(module), tensors=tensors,
-                        input_shape=list(dataset.input_shape), n_outputs=dataset.n_outputs,
-                        opset=loaded.details.get("onnx_opset"), conversion_max_abs_diff=loaded.details.get("conversion_max_abs_diff"),
-                        **{k: v for k, v in loaded.details.items() if k not in ("onnx_opset", "conversion_max_abs_diff")})
+    fields = dict(spec=loaded.spec, kind=loaded.kind, n_params=count_parameters(module), tensors=tensors,
+                  input_shape=list(dataset.input_shape), n_outputs=dataset.n_outputs,
+                  opset=loaded.details.get("onnx_opset"), conversion_max_abs_diff=loaded.details.get("conversion_max_abs_diff"))
+    # The loaders' details become extra fields. An imported graph's input
+    # shape was already checked equal to the data's, so the declared field wins.
+    extras = {k: v for k, v in loaded.details.items() if k not in fields and k != "onnx_opset"}
+    return ModelSection(**fields, **extras)
 
 
 def _data_section(dataset: Dataset, indices: np.ndarray) -> DataSection:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -129,3 +130,24 @@ def test_report_files_are_world_readable(tmp_path):
     result = invoke(f"{model}:DigitsMLP", "--no-confirm", "--max-samples", "16", "--out", str(out), "--format", "json", "--quiet")
     assert result.exit_code == 0, result.output
     assert (out / "report.json").stat().st_mode & 0o044 == 0o044
+
+
+@pytest.mark.parametrize("kind", ["onnx", "torchscript"])
+def test_imported_model_file_runs(tmp_path, kind):
+    from tests.test_model_import import SmallMLP, export
+
+    torch.manual_seed(0)
+    if kind == "onnx":
+        model = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
+    else:
+        model = tmp_path / "mlp.pt"
+        torch.jit.script(SmallMLP()).save(str(model))
+    out = tmp_path / "report"
+
+    result = invoke(str(model), "--out", str(out), "--no-confirm", "--max-samples", "48", "--quiet")
+
+    assert result.exit_code == 0, result.output
+    section = json.loads((out / "report.json").read_text())["model"]
+    assert section["kind"] == kind
+    assert section["input_shape"] == [1, 8, 8]
+    assert section["conversion_max_abs_diff"] < 1e-5

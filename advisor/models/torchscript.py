@@ -84,7 +84,7 @@ def _load_torchscript(spec: str, path: Path, input_shape: tuple[int, ...], logit
             expected = scripted(x)
             converted = loaded.module.eval()(x)
         loaded.details["conversion_reference"] = "the TorchScript module"
-        loaded.details["conversion_max_abs_diff"] = float((converted.double() - expected.double()).abs().max())
+        loaded.details["conversion_max_abs_diff"] = float((converted.double() - expected.double()).detach().abs().max())
     loaded.details["torchscript_export_opset"] = EXPORT_OPSET
     return loaded
 
