@@ -92,10 +92,6 @@ class JacobianChunk:
     signals: dict[str, torch.Tensor]
     inputs: dict[str, torch.Tensor]
 
-    @property
-    def n_examples(self) -> int:
-        return self.dense.shape[0] // self.n_outputs
-
     def examples(self, start: int, stop: int) -> JacobianChunk:
         """Return the rows of examples start ≤ n < stop of this chunk."""
         M = self.n_outputs
@@ -104,6 +100,7 @@ class JacobianChunk:
 
     @staticmethod
     def cat(chunks: list[JacobianChunk]) -> JacobianChunk:
+        """Return the rows of `chunks` stacked in order."""
         first = chunks[0]
         return JacobianChunk(first.n_outputs, torch.cat([c.dense for c in chunks]),
                              {k: torch.cat([c.signals[k] for c in chunks]) for k in first.signals},
