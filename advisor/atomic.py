@@ -25,3 +25,33 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def require_output_folder(option: str, path: Path) -> None:
+    """Raise UsageError unless `path` is a folder, or can become one, that this process may write into.
+
+    Called before any long work, so that a bad output path fails in a second
+    rather than after training.
+    """
+    from advisor.errors import UsageError
+
+    if str(path) == "":
+        raise UsageError(option, str(path), "a folder path")
+    if path.exists() and not path.is_dir():
+        raise UsageError(option, str(path), "a folder, but this path is an existing file; choose another path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(option, str(path), f"a folder path, but {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(option, str(path), f"a folder this user can write, but {existing} is not writable")
+
+
+def require_output_file(option: str, path: Path) -> None:
+    """Raise UsageError unless a file can be written at `path` (an existing folder there cannot be)."""
+    from advisor.errors import UsageError
+
+    if path.is_dir():
+        raise UsageError(option, str(path), "a file path, but this path is a folder")
+    require_output_folder(option, path.parent)

@@ -162,6 +162,8 @@ def read_config_file(path: str | Path) -> dict[str, object]:
         raise UsageError("--config", str(path), "an existing TOML file") from None
     except tomllib.TOMLDecodeError as error:
         raise UsageError("--config", str(path), f"a valid TOML file ({error})") from None
+    except OSError as error:
+        raise UsageError("--config", str(path), f"a readable TOML file ({error.strerror or error})") from None
 
     settings: dict[str, object] = {}
     for key, value in raw.items():

@@ -86,8 +86,11 @@ def check(
         from cli.display import run_with_progress
         from reports.files import write_report
 
-        formats = split_list("--format", format, REPORT_FORMATS)
+        from advisor.atomic import require_output_folder
+
+        formats = split_list("--format", format, REPORT_FORMATS, required=True)
         conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)
+        require_output_folder("--out", out)
         training = merge_settings(config_file, dict(
             loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,

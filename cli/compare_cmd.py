@@ -27,6 +27,10 @@ def compare(
         from advisor.report import load_report
         from reports.junit import render_junit
 
+        from advisor.atomic import require_output_file
+
+        if junit is not None:
+            require_output_file("--junit", junit)
         comparison = compare_reports(load_report(baseline), load_report(current), rho_tolerance=rho_tolerance)
         if junit is not None:
             write_text_atomic(junit, render_junit(comparison))

@@ -28,9 +28,13 @@ def report(
         from advisor.report import load_report
         from reports.files import write_report
 
-        formats = split_list("--format", format, RENDER_FORMATS)
+        from advisor.atomic import require_output_folder
+
+        formats = split_list("--format", format, RENDER_FORMATS, required=True)
+        folder = out if out is not None else report_file.parent
+        require_output_folder("--out", folder)
         loaded = load_report(report_file)
-        return write_report(loaded, out if out is not None else report_file.parent, formats)
+        return write_report(loaded, folder, formats)
 
     paths = run_guarded(work, err_console)
     if not quiet:

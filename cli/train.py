@@ -63,7 +63,12 @@ def train(
         from cli.display import run_with_progress
         from reports.files import write_report
 
-        formats = split_list("--format", format, REPORT_FORMATS)
+        from advisor.atomic import require_output_folder
+
+        formats = split_list("--format", format, REPORT_FORMATS, required=True)
+        require_output_folder("--out", out)
+        if checkpoint_dir is not None:
+            require_output_folder("--checkpoint-dir", checkpoint_dir)
         training = merge_settings(config_file, dict(
             loss=loss, epochs=epochs, explore_epochs=explore_epochs, mode=mode, optimizer=optimizer, lr=lr, momentum=momentum,
             nesterov=nesterov, batch_size=batch_size, weight_decay=weight_decay, schedule=schedule, warmup_epochs=warmup_epochs,

@@ -67,7 +67,14 @@ class Checkpointer:
             return None
         # The file contains tensors, numbers, strings and lists only, so the
         # restricted unpickler suffices and no code in it can run.
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch.load raises UnpicklingError, RuntimeError or EOFError on damaged files
+            raise TrainingConfigError("--resume", str(self.path),
+                                      f"a readable checkpoint, but loading it failed ({type(error).__name__}); "
+                                      "delete it, or start again without --resume") from error
+        if not isinstance(state, dict):
+            raise TrainingConfigError("--resume", str(self.path), "a checkpoint written by advisor train; delete it, or start again without --resume")
         if state.get("format_version") != FORMAT_VERSION:
             raise TrainingConfigError("--resume", str(self.path),
                                       f"a checkpoint of format version {FORMAT_VERSION}; start again without --resume")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ import torch
 from torch import nn
 
 from training.algorithm import BaseAlgorithm, set_learning_rate
+from training.errors import TrainingDivergedError
 from training.losses import get_loss
 
 
@@ -165,13 +167,19 @@ def train_epochs(model: nn.Module, optimizer: torch.optim.Optimizer, data: Train
             else:
                 outputs = model(inputs)
             loss = loss_fn(outputs, data.targets_train[batch]).mean()
+            loss_value = loss.item()
+            if not math.isfinite(loss_value):
+                # Every later figure (ρ_S, ρ, the verdict) would be computed from NaN weights.
+                raise TrainingDivergedError(phase, epoch, index + 1, loss_value, algorithm.lr)
             loss.backward()
             optimizer.step()
             done = (epoch - first_epoch - 1) * n_steps + index + 1
-            callbacks.on_step(phase, done, n_epochs * n_steps, loss.item())
+            callbacks.on_step(phase, done, n_epochs * n_steps, loss_value)
         seconds = time.perf_counter() - start
 
         record = make_epoch_record(model, data, algorithm.loss, epoch, seconds)
+        if not math.isfinite(record.train_loss):
+            raise TrainingDivergedError(phase, epoch, n_steps, record.train_loss, algorithm.lr)
         record.extra.update(callbacks.on_epoch_end(phase, epoch, model))
         records.append(record)
         if on_epoch is not None:

@@ -130,7 +130,13 @@ def load_torch_file(
         raise ModelSpecError(spec, f"{path} holds a {type(loaded).__name__}, not a model", "Save a TorchScript module with torch.jit.save.")
 
     logger.warning("%s: unpickling %s with trust_pickle=True runs code from the file", spec, path)
-    module = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        module = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # unpickling imports the model's classes and raises whatever that import raises
+        raise ModelSpecError(
+            spec, f"unpickling {path} failed ({type(error).__name__}: {error})",
+            "Make the module that defines the model's class importable (run from its folder or set PYTHONPATH), or save a TorchScript module.",
+        ) from error
     if not isinstance(module, nn.Module):
         raise ModelSpecError(spec, f"{path} holds a pickled {type(module).__name__}, not a torch.nn.Module", "Save the model object itself, or a TorchScript module.")
     caveats = []
