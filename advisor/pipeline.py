@@ -94,7 +94,7 @@ def _decide_method(config: CheckConfig, loaded: LoadedModel, x_analysis: torch.T
     choice = choose_method(config.rho_method, probe, budget)
     estimates = {"chosen": choice.method, "reason": choice.reason, "methods": choice.estimates_dict()}
     if choice.method == "features":
-        return None, budget, probe, False, f"ρ was not measured: {choice.reason}", estimates
+        return None, budget, probe, False, choice.reason, estimates
     every_epoch = choice.estimates[choice.method].seconds <= config.per_epoch_exact_s
     return choice, budget, probe, every_epoch, None, estimates
 

@@ -83,7 +83,9 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
                          f"{point.loss_lower_bound:.4g} on those examples (R3)." if point.loss_lower_bound is not None else
                          f"{name} = {value:.3g} {where}, above the tolerance {rho_tolerance:g}.")
         if point.rho is None:
-            sentences.append("Only the last-layer bound ρ_S was measured, which can exceed ρ; the exact ρ was skipped.")
+            sentences.append("Only the last-layer bound ρ_S was measured, and it can exceed ρ, so here the label means that "
+                             "alignment was not established, not that ρ is above the tolerance. To settle it, measure ρ "
+                             "with --rho-method exact, giving it a larger --memory-budget or a smaller --max-samples.")
         elif point.method == "lsqr" and not point.converged:
             sentences.append(f"That value is an upper bound, not a measurement: {point.converged_reason}.")
             if point.n_rows is not None and point.n_columns is not None and point.n_rows > point.n_columns:

@@ -151,3 +151,17 @@ def test_imported_model_file_runs(tmp_path, kind):
     assert section["kind"] == kind
     assert section["input_shape"] == [1, 8, 8]
     assert section["conversion_max_abs_diff"] < 1e-5
+
+
+def test_bound_only_verdict_says_not_established(tmp_path):
+    # 48 examples against 33 last-layer features: ρ_S > 0, and the exact ρ is not measured.
+    model = write_model_file(tmp_path)
+    out = tmp_path / "report"
+
+    result = invoke(f"{model}:DigitsMLP", "--out", str(out), "--no-confirm", "--rho-method", "features", "--max-samples", "48", "--quiet")
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["verdict"]["label"] == "misaligned"
+    assert any("alignment was not established" in s for s in report["verdict"]["sentences"])
+    assert "The exact ρ was skipped: --rho-method features computes only the last-layer bound ρ_S." in " ".join(report["caveats"])
