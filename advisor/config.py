@@ -13,6 +13,7 @@ from training.features import GRAM_BUDGET_BYTES
 
 RHO_METHODS = ("auto", "exact", "lsqr", "features")
 FAIL_ON = ("structure", "misaligned", "no-convergence")
+DEFAULT_EXPLORE_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class CheckConfig:
     target: str | None = None
     loss: str = "mse"
     epochs: int = 10
-    explore_epochs: int = 5
+    explore_epochs: int = DEFAULT_EXPLORE_EPOCHS
     mode: str = "practical"
     confirm: bool = True
     rho_method: str = "auto"
@@ -178,7 +179,14 @@ def read_config_file(path: str | Path) -> dict[str, object]:
 
 
 def merge_settings(config_file: str | Path | None, options: dict[str, object]) -> dict[str, object]:
-    """Combine a --config file with command-line options; an option given on the command line (not None) wins."""
+    """Combine a --config file with command-line options; an option given on the command line (not None) wins.
+
+    When the epochs are set but the exploration epochs are not, exploration
+    takes half of the epochs, at most the default 5, so that a short run such
+    as --epochs 2 needs no second option.
+    """
     settings = read_config_file(config_file) if config_file is not None else {}
     settings.update({name: value for name, value in options.items() if value is not None})
+    if "epochs" in settings and "explore_epochs" not in settings and isinstance(settings["epochs"], int):
+        settings["explore_epochs"] = max(0, min(DEFAULT_EXPLORE_EPOCHS, settings["epochs"] // 2))
     return settings

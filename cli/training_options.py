@@ -15,7 +15,7 @@ import typer
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="TOML file of training settings (keys as the options below, e.g. lr = 0.1, schedule = \"cosine\"); command-line options override it.")]
 Loss = Annotated[Optional[str], typer.Option(help="Training loss: mse (squared loss, ½‖q−y‖² per example) or ce (cross-entropy on logits). Default: mse.")]
 Epochs = Annotated[Optional[int], typer.Option(help="Epochs of the base run; the EE run uses the same number in total. Default: 10.")]
-ExploreEpochs = Annotated[Optional[int], typer.Option(help="Epochs of exploration before the EE transition (fewer than --epochs). Default: 5.")]
+ExploreEpochs = Annotated[Optional[int], typer.Option(help="Epochs of exploration before the EE transition (fewer than --epochs). Default: 5, or half of --epochs when that is smaller.")]
 Mode = Annotated[Optional[str], typer.Option(help="Exploitation mode: practical (the base optimizer continues on the extended model) or certified (full-batch gradient descent with Armijo steps). Default: practical.")]
 Optimizer = Annotated[Optional[str], typer.Option(help="Base optimizer: sgd (momentum, Nesterov by default) or adamw. Default: sgd.")]
 LearningRate = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate per step on the mean batch loss; the schedule scales it. Default: 0.05.")]

@@ -150,3 +150,4 @@ def test_diverging_training(tmp_path):
 
     assert_usage_error(result, "diverged", "--lr")
     assert not (tmp_path / "out").exists()
+

@@ -165,3 +165,13 @@ def test_bound_only_verdict_says_not_established(tmp_path):
     assert report["verdict"]["label"] == "misaligned"
     assert any("alignment was not established" in s for s in report["verdict"]["sentences"])
     assert "The exact ρ was skipped: --rho-method features computes only the last-layer bound ρ_S." in " ".join(report["caveats"])
+
+
+def test_short_run_without_explore_epochs(tmp_path):
+    model = write_model_file(tmp_path)
+
+    result = invoke(f"{model}:DigitsMLP", "--epochs", "2", "--max-samples", "48", "--quiet", "--out", str(tmp_path / "out"))
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["training"]["ee"]["explore_epochs"] == 1
