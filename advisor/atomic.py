@@ -35,8 +35,6 @@ def require_output_folder(option: str, path: Path) -> None:
     """
     from advisor.errors import UsageError
 
-    if str(path) == "":
-        raise UsageError(option, str(path), "a folder path")
     if path.exists() and not path.is_dir():
         raise UsageError(option, str(path), "a folder, but this path is an existing file; choose another path")
     existing = path

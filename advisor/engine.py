@@ -27,8 +27,8 @@ from torch import nn
 from advisor.alignment import AlignmentMeasure, last_layer_rho
 from advisor.errors import BudgetError, UnknownChoiceError
 from advisor.functional import analysis_copy, trainable_parameters
-from advisor.jacobian_chunks import factorable_linears
 from advisor.gram import gram_rho, plan_gram
+from advisor.jacobian_chunks import factorable_linears, gram_row_width
 from advisor.matrix_free import LsqrSettings, chunk_for_budget, lsqr_rho, saved_bytes_per_example
 from advisor.trace import ForwardTrace
 
@@ -57,8 +57,7 @@ class Probe:
     forward_seconds_per_example: float
     saved_bytes_per_example: float
     gemm_flops_per_second: float
-    # Columns of J that the exact method multiplies per Gram entry: P, less the
-    # parameters of factored fully connected layers plus their O + I widths.
+    # Values per Jacobian row that the exact method multiplies (see gram_row_width).
     gram_width: int | None = None
 
 
@@ -120,9 +119,7 @@ def measure_probe(model: nn.Module, x: torch.Tensor, n_outputs: int, probe_examp
     gemm_rate = 2 * size**3 / max(time.perf_counter() - start, 1e-9)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     params = trainable_parameters(work)
-    factored = factorable_linears(work, probe[:2], params)
-    gram_width = n_params - sum(params[f.weight].numel() + (f.out_features if f.bias else 0) for f in factored.values())
-    gram_width += sum(f.out_features + f.in_features for f in factored.values())
+    gram_width = gram_row_width(params, factorable_linears(work, probe[:2], params))
     return Probe(n_examples=int(x.shape[0]), n_outputs=n_outputs, n_params=n_params, forward_seconds_per_example=forward,
                  saved_bytes_per_example=saved, gemm_flops_per_second=gemm_rate, gram_width=gram_width)
 

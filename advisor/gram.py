@@ -33,7 +33,7 @@ from torch.func import jacrev, vmap
 
 from advisor.alignment import CURVE_EPSILONS, FLOAT64_EPS, AlignmentMeasure, CurvePoint, spectral_residual, stack_targets
 from advisor.functional import analysis_copy, frozen_tensors, trainable_parameters
-from advisor.jacobian_chunks import JacobianChunk, factorable_linears
+from advisor.jacobian_chunks import JacobianChunk, factorable_linears, gram_row_width
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_byte
     computations = 0
     for start in range(0, n_chunks, panel):
         computations += n_chunks - start
-    held = min(panel, n_chunks) * 8 * chunk * n_outputs * width
-    return GramPlan(side, chunk, panel, n_chunks, computations, int(fixed + held + chunk * bytes_per_example))
+    panel_bytes = min(panel, n_chunks) * 8 * chunk * n_outputs * width
+    return GramPlan(side, chunk, panel, n_chunks, computations, int(fixed + panel_bytes + chunk * bytes_per_example))
 
 
 class ChunkJacobian:
@@ -100,9 +100,7 @@ class ChunkJacobian:
         self.params = {name: p for name, p in params.items() if name not in factored}
         self.factored_params = {name: p for name, p in params.items() if name in factored}
         self.n_dense = sum(p.numel() for p in self.params.values())
-        # Values stored per Jacobian row: dense columns, each factored layer's
-        # signal (O) and its input (I, stored once per example, counted per row).
-        self.row_width = self.n_dense + sum(f.out_features + f.in_features for f in self.factors.values())
+        self.row_width = gram_row_width(params, self.factors)
 
         # The hooks add a zero vector to each factored layer's output, so
         # that its Jacobian gives the derivatives g, and record the layer's input.

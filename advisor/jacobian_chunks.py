@@ -78,6 +78,16 @@ def factorable_linears(model: nn.Module, probe: torch.Tensor, params: dict[str, 
     return factors
 
 
+def gram_row_width(params: dict[str, torch.Tensor], factors: dict[str, LinearFactor]) -> int:
+    """Return the values per Jacobian row that the Gram route stores and multiplies.
+
+    That is P, less the factored layers' parameters, plus each factored
+    layer's O + I (its input is stored once per example but counted per row).
+    """
+    factored = sum(params[f.weight].numel() + (f.out_features if f.bias else 0) for f in factors.values())
+    return sum(p.numel() for p in params.values()) - factored + sum(f.out_features + f.in_features for f in factors.values())
+
+
 @dataclass
 class JacobianChunk:
     """Jacobian rows of B examples (B·M rows, examples outer, outputs inner).

@@ -17,6 +17,7 @@ class TrainingDivergedError(TrainingConfigError):
     """The training loss became NaN or infinite, so the learning rate is too large for this model and data."""
 
     def __init__(self, phase: str, epoch: int, step: int, loss: float, lr: float) -> None:
+        # The message describes the divergence itself, so it replaces the parent's "invalid value" sentence.
         self.option, self.value = "--lr", lr
         self.expected = f"a rate at which training stays finite, for example {lr / 10:g}"
         ValueError.__init__(
