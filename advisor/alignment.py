@@ -81,6 +81,8 @@ class AlignmentMeasure:
     reason: str | None = None
     eps_resolved: float | None = None
     iterations: int | None = None
+    # Wall seconds of the method's main steps, for benchmarks and profiling.
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

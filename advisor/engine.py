@@ -3,14 +3,15 @@
 Dimensions follow advisor.alignment: N examples, M outputs, P parameters,
 R = N·M. Methods, most accurate first:
 
-- `exact`: the chunked Gram route of advisor.gram (float64, eigh).
+- `exact`: the chunked Gram route of advisor.gram (float64), with the
+  spectrum from advisor.spectrum.
 - `lsqr`: the matrix-free Krylov brackets of advisor.matrix_free.
 - `features`: the last-layer bound ρ_S only.
 
 Estimates come from N, M, P, one timed forward pass on a probe batch, the
 bytes autograd saves per example on that batch, and one timed float64 GEMM.
 They are estimates: the cost factors below (products per forward pass,
-eigh per GEMM flop) were measured with PyTorch 2.14 on a 2-core x86 CPU with
+spectrum per GEMM flop) were measured with PyTorch 2.14 on a 2-core x86 CPU with
 MKL and may be off elsewhere.
 """
 
@@ -30,6 +31,7 @@ from advisor.functional import analysis_copy, trainable_parameters
 from advisor.gram import gram_rho, plan_gram
 from advisor.jacobian_chunks import factorable_linears, gram_row_width
 from advisor.matrix_free import LsqrSettings, chunk_for_budget, lsqr_rho, saved_bytes_per_example
+from advisor.spectrum import tridiagonal_route_available
 from advisor.trace import ForwardTrace
 
 # Cost of one product over the data, in forward passes: jvp about 2.5 and
@@ -39,6 +41,11 @@ VJP_FORWARDS = 3.0
 # torch.linalg.eigh (values and vectors) of an S × S float64 matrix costs about
 # 4.6·S³ GEMM flops (395 s at S = 17,970 where GEMM ran at 68 GFLOP/s).
 EIGH_GEMM_FLOPS = 4.6
+# The bordered tridiagonal route of advisor.spectrum: a GEMM-bound band
+# reduction plus scalar O(S²) steps (dsbtrd, implicit QL). Fitted to 6.25 s
+# at S = 5,120 and 194.6 s at S = 17,970 with GEMM at 68 GFLOP/s.
+SPECTRUM_GEMM_FLOPS = 1.9
+SPECTRUM_SECONDS_PER_ENTRY = 9.4e-8
 # Products outside the Krylov iterations: σ_max steps, the first Jᵀ Y and
 # the final check of the LSQR iterate.
 LSQR_FIXED_PRODUCTS = 2 * LsqrSettings().sigma_steps + 2
@@ -124,8 +131,15 @@ def measure_probe(model: nn.Module, x: torch.Tensor, n_outputs: int, probe_examp
                  saved_bytes_per_example=saved, gemm_flops_per_second=gemm_rate, gram_width=gram_width)
 
 
+def spectrum_seconds(size: int, gemm_flops_per_second: float) -> float:
+    """Estimated seconds for the eigenvalues and weights of an S × S Gram matrix (see advisor.spectrum)."""
+    if tridiagonal_route_available():
+        return SPECTRUM_GEMM_FLOPS * size**3 / gemm_flops_per_second + SPECTRUM_SECONDS_PER_ENTRY * size**2
+    return EIGH_GEMM_FLOPS * size**3 / gemm_flops_per_second
+
+
 class ExactMethod:
-    """Float64 Gram matrix in chunks, then eigh: ρ, rank, σ⁺_min and the whole ρ(ε) curve."""
+    """Float64 Gram matrix in chunks, then its spectrum and Y's weights on it: ρ, rank, σ⁺_min and the whole ρ(ε) curve."""
 
     name = "exact"
 
@@ -137,7 +151,7 @@ class ExactMethod:
         jacobian = plan.jacobian_chunk_computations * plan.chunk_examples * M * VJP_FORWARDS * probe.forward_seconds_per_example
         width = probe.gram_width if probe.gram_width is not None else P
         products = 2 * (N * M) ** 2 * width if plan.side == "rows" else 2 * N * M * P * P
-        algebra = (products + EIGH_GEMM_FLOPS * size**3) / probe.gemm_flops_per_second
+        algebra = products / probe.gemm_flops_per_second + spectrum_seconds(size, probe.gemm_flops_per_second)
         seconds = jacobian + algebra
         fits = plan.bytes <= budget.memory_bytes and seconds <= budget.time_s
         note = (f"{plan.side} Gram of size {size}, {plan.n_chunks} chunks of {plan.chunk_examples} examples, "

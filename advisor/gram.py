@@ -9,11 +9,15 @@ every later chunk is computed once more and multiplied against it. A budget
 with room for all chunks computes each J_c once, and one with room for a
 fraction g of them computes about 1/(2g) times as many. Fully connected
 layers stay in factored form (advisor.jacobian_chunks), so their share of K
-costs O + I multiply-adds per entry instead of O·(I + 1). Then
-torch.linalg.eigh(K) gives σ² and the left singular vectors.
+costs O + I multiply-adds per entry instead of O·(I + 1). K's eigenvalues
+are σ², and ρ needs only the weights (u_iᵀ Y)² of Y on its eigenvectors,
+which advisor.spectrum computes without forming them. The eigenvectors span
+all of R^R, so ‖(I − P_ε) Y‖² = Σ_{σ_i < ε σ_max} (u_iᵀ Y)², a sum of the
+small weights with no cancellation.
 
 Tall J (R > P): G = Jᵀ J (P, P) and Jᵀ Y (P,) are summed over chunks, and
-‖P_ε Y‖² = Σ_{σ_i ≥ ε σ_max} (v_iᵀ Jᵀ Y)² / σ_i².
+‖P_ε Y‖² = Σ_{σ_i ≥ ε σ_max} (v_iᵀ Jᵀ Y)² / σ_i², with the same weights
+routine applied to G and Jᵀ Y.
 
 Both routes accumulate in float64. Eigenvalues of a Gram matrix are σ² with
 absolute round-off of about R·eps·λ_max, so the rank tolerance on σ is
@@ -31,9 +35,15 @@ import torch
 from torch import nn
 from torch.func import jacrev, vmap
 
-from advisor.alignment import CURVE_EPSILONS, FLOAT64_EPS, AlignmentMeasure, CurvePoint, spectral_residual, stack_targets
+from advisor.alignment import CURVE_EPSILONS, FLOAT64_EPS, AlignmentMeasure, CurvePoint, stack_targets
 from advisor.functional import analysis_copy, frozen_tensors, trainable_parameters
 from advisor.jacobian_chunks import JacobianChunk, factorable_linears, gram_row_width
+from advisor.spectrum import WeightedSpectrum, bordered_buffer, tridiagonal_route_available, weighted_spectrum
+
+
+def spectrum_arrays() -> int:
+    """S × S float64 arrays that the spectrum step holds at its peak (see plan_gram)."""
+    return 1 if tridiagonal_route_available() else 4
 
 
 @dataclass(frozen=True)
@@ -50,10 +60,12 @@ class GramPlan:
 
 def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_bytes: float,
               row_width: int | None = None) -> GramPlan:
-    """Choose chunk and panel sizes so that K, eigh's workspace and the held chunks fit the budget.
+    """Choose chunk and panel sizes so that K, the spectrum's workspace and the held chunks fit the budget.
 
-    The eigh memory is 4·S² doubles for S = min(R, P): the matrix, its
-    eigenvectors and LAPACK syevd's 2·S² workspace. `row_width` is the
+    The spectrum needs one (S + 1)² float64 array for S = min(R, P), K
+    bordered with Y (see advisor.spectrum), or four S × S arrays where it
+    falls back to eigh (the matrix, its eigenvectors and LAPACK syevd's 2·S²
+    workspace). `row_width` is the
     number of values a chunk stores per Jacobian row (P, or less where
     fully connected layers stay factored); it defaults to P.
     """
@@ -61,7 +73,7 @@ def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_byte
     side = "rows" if rows <= n_params else "columns"
     width = n_params if side == "columns" or row_width is None else row_width
     size = min(rows, n_params)
-    fixed = 8 * 4 * size * size
+    fixed = 8 * spectrum_arrays() * (size + 1) ** 2
     available = max(memory_budget_bytes - fixed, 0)
     bytes_per_example = 8 * n_outputs * width * 3  # J_c rows, jacrev's copy and the cat
     # Aim for chunks of at most 256 MiB of J_c, and at least one example.
@@ -150,11 +162,10 @@ def _ranges(n_examples: int, chunk: int) -> list[tuple[int, int]]:
     return [(start, min(start + chunk, n_examples)) for start in range(0, n_examples, chunk)]
 
 
-def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int) -> torch.Tensor:
-    """K = J Jᵀ (R, R), float64, from panels of held chunks."""
+def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int, K: torch.Tensor) -> None:
+    """Write K = J Jᵀ (R, R), float64, into `K` from panels of held chunks."""
     M = source.n_outputs
     ranges = _ranges(n_examples, plan.chunk_examples)
-    K = torch.empty(n_examples * M, n_examples * M, dtype=torch.float64)
     for panel_start in range(0, len(ranges), plan.panel_chunks):
         panel_ranges = ranges[panel_start:panel_start + plan.panel_chunks]
         panel = JacobianChunk.cat([source.chunk(a, b) for a, b in panel_ranges])  # rows of the panel
@@ -174,14 +185,15 @@ def _row_gram(source: ChunkJacobian, plan: GramPlan, n_examples: int) -> torch.T
             K[a * M:b * M, lo:hi] = block
             K[lo:hi, a * M:b * M] = block.T
         del panel
-    return K
 
 
 def gram_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, memory_budget_bytes: float,
-             plan: GramPlan | None = None) -> AlignmentMeasure:
+             plan: GramPlan | None = None, force_eigh: bool = False) -> AlignmentMeasure:
     """Exact ρ and ρ(ε) of targets (N, M) at inputs x (N, ...) by the chunked Gram route.
 
-    Raises ValueError when the targets do not have one column per model output.
+    `force_eigh` computes the spectrum with eigh and eigenvectors instead of
+    the bordered tridiagonal route (for benchmarks). Raises ValueError when
+    the targets do not have one column per model output.
     """
     start = time.perf_counter()
     source = ChunkJacobian(model, x)
@@ -193,49 +205,87 @@ def gram_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, memory_b
     y = stack_targets(targets)  # (R,)
 
     if plan.side == "rows":
-        K = _row_gram(source, plan, n_examples)
-        eigenvalues, vectors = torch.linalg.eigh(K)
-        del K
-        sigma = np.sqrt(np.clip(eigenvalues.numpy(), 0.0, None))
-        tolerance = float(sigma.max()) * math.sqrt(y.size * FLOAT64_EPS) if sigma.size else 0.0
-        measure = spectral_residual(vectors.numpy(), sigma, y, tolerance, method="exact", route="gram-rows",
-                                    n_examples=n_examples, n_columns=P)
+        bordered = bordered_buffer(n_examples * M)
+        _row_gram(source, plan, n_examples, bordered[1:, 1:])
+        gram_done = time.perf_counter()
+        spectrum = weighted_spectrum(bordered, y, force_eigh=force_eigh)
+        del bordered
+        measure = _row_measure(spectrum, y, n_examples, P)
     else:
-        measure = _column_gram_measure(source, plan, n_examples, y)
+        measure, gram_done = _column_gram_measure(source, plan, n_examples, y, force_eigh)
+    measure.phase_seconds = {"jacobians and gram": gram_done - start, "spectrum": time.perf_counter() - gram_done}
     measure.seconds = time.perf_counter() - start
     return measure
 
 
-def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int, y: np.ndarray) -> AlignmentMeasure:
-    """ρ from G = Jᵀ J (P, P) and b = Jᵀ Y (P,): ‖P_ε Y‖² = Σ (v_iᵀ b)² / σ_i² over kept σ_i."""
-    M, P = source.n_outputs, source.n_params
-    y_t = torch.from_numpy(y)
-    G = torch.zeros(P, P, dtype=torch.float64)
-    b = torch.zeros(P, dtype=torch.float64)
-    for a, c in _ranges(n_examples, plan.chunk_examples):
-        J_c = source.rows(a, c)  # (B·M, P)
-        G += J_c.T @ J_c
-        b += J_c.T @ y_t[a * M:c * M]
-    eigenvalues, vectors = torch.linalg.eigh(G)
-    sigma = np.sqrt(np.clip(eigenvalues.numpy(), 0.0, None))[::-1]
-    weights = (vectors.T @ b).numpy()[::-1]  # v_iᵀ Jᵀ Y = σ_i u_iᵀ Y
-    sigma_max = float(sigma[0]) if sigma.size else 0.0
-    tolerance = sigma_max * math.sqrt(P * FLOAT64_EPS)
+def _row_measure(spectrum: WeightedSpectrum, y: np.ndarray, n_examples: int, n_columns: int) -> AlignmentMeasure:
+    """ρ and ρ(ε) from the eigenvalues σ² of K = J Jᵀ and the weights (u_iᵀ Y)²."""
+    order = np.argsort(spectrum.eigenvalues)[::-1]
+    sigma = np.sqrt(np.clip(spectrum.eigenvalues[order], 0.0, None))
+    weights = spectrum.weights[order]
+    # tail[k] = Σ_{i ≥ k} w_i: the squared residual when the first k directions are kept.
+    tail = np.append(np.cumsum(weights[::-1])[::-1], 0.0)
     y_norm_sq = float(y @ y)
-    keep = sigma > tolerance
-    rank = int(keep.sum())
+    tolerance = float(sigma[0]) * math.sqrt(y.size * FLOAT64_EPS) if sigma.size else 0.0
 
     def residual(count: int) -> float:
-        # ‖(I − P)Y‖² = ‖Y‖² − Σ (u_iᵀY)²: a difference of squares, so it
-        # loses relative accuracy when the residual is below about sqrt(eps).
-        projected = float(np.sum((weights[:count] / sigma[:count]) ** 2))
-        return math.sqrt(max(y_norm_sq - projected, 0.0) / y_norm_sq) if y_norm_sq > 0 else 0.0
+        return math.sqrt(max(float(tail[count]), 0.0) / y_norm_sq) if y_norm_sq > 0 else 0.0
 
+    return _measure_from_spectrum(sigma, tolerance, residual, n_examples=n_examples, n_rows=y.size,
+                                  n_columns=n_columns, route=f"gram-rows/{spectrum.route}")
+
+
+def _measure_from_spectrum(sigma: np.ndarray, tolerance: float, residual, *, n_examples: int, n_rows: int,
+                           n_columns: int, route: str) -> AlignmentMeasure:
+    """AlignmentMeasure from σ (descending) and residual(k), the ρ left when the first k directions are kept."""
+    sigma_max = float(sigma[0]) if sigma.size else 0.0
+    rank = int((sigma > tolerance).sum())
     curve = []
     for eps in CURVE_EPSILONS:
         cutoff = eps * sigma_max
         count = min(int((sigma >= max(cutoff, tolerance)).sum()), rank)
         curve.append(CurvePoint(eps=eps, rho=residual(count), resolved=cutoff > tolerance))
-    return AlignmentMeasure(method="exact", rho=residual(rank), n_examples=n_examples, n_rows=y.size, n_columns=P, rank=rank,
-                            rank_tolerance=tolerance, sigma_max=sigma_max, sigma_min=float(sigma[rank - 1]) if rank else 0.0,
-                            route="gram-columns", curve=curve, singular_values=[float(s) for s in sigma[:2000]])
+    return AlignmentMeasure(method="exact", rho=residual(rank), n_examples=n_examples, n_rows=n_rows, n_columns=n_columns,
+                            rank=rank, rank_tolerance=tolerance, sigma_max=sigma_max,
+                            sigma_min=float(sigma[rank - 1]) if rank else 0.0, route=route, curve=curve,
+                            singular_values=[float(s) for s in sigma[:2000]])
+
+
+def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int, y: np.ndarray,
+                         force_eigh: bool) -> tuple[AlignmentMeasure, float]:
+    """ρ from G = Jᵀ J (P, P) and b = Jᵀ Y (P,): ‖P_ε Y‖² = Σ (v_iᵀ b)² / σ_i² over kept σ_i.
+
+    Also returns the perf_counter time at which G was complete.
+    """
+    M, P = source.n_outputs, source.n_params
+    y_t = torch.from_numpy(y)
+    bordered = bordered_buffer(P)
+    G = bordered[1:, 1:]
+    G.zero_()
+    b = torch.zeros(P, dtype=torch.float64)
+    for a, c in _ranges(n_examples, plan.chunk_examples):
+        J_c = source.rows(a, c)  # (B·M, P)
+        G += J_c.T @ J_c
+        b += J_c.T @ y_t[a * M:c * M]
+    del G
+    gram_done = time.perf_counter()
+    spectrum = weighted_spectrum(bordered, b.numpy(), force_eigh=force_eigh)
+    del bordered
+    order = np.argsort(spectrum.eigenvalues)[::-1]
+    sigma = np.sqrt(np.clip(spectrum.eigenvalues[order], 0.0, None))
+    weights = spectrum.weights[order]  # (v_iᵀ Jᵀ Y)² = σ_i² (u_iᵀ Y)²
+    tolerance = (float(sigma[0]) if sigma.size else 0.0) * math.sqrt(P * FLOAT64_EPS)
+    y_norm_sq = float(y @ y)
+    kept = int((sigma > tolerance).sum())
+    # Prefix sums of (u_iᵀ Y)² over the kept directions.
+    projected = np.append(0.0, np.cumsum(weights[:kept] / sigma[:kept] ** 2))
+
+    def residual(count: int) -> float:
+        # ‖(I − P)Y‖² = ‖Y‖² − Σ (u_iᵀY)²: Col(J) is not all of R^R here, so
+        # this is a difference of squares and loses relative accuracy when
+        # the residual is below about sqrt(eps).
+        return math.sqrt(max(y_norm_sq - float(projected[count]), 0.0) / y_norm_sq) if y_norm_sq > 0 else 0.0
+
+    measure = _measure_from_spectrum(sigma, tolerance, residual, n_examples=n_examples, n_rows=y.size, n_columns=P,
+                                     route=f"gram-columns/{spectrum.route}")
+    return measure, gram_done

@@ -91,10 +91,14 @@ def test_factored_gram_matches_svd(hidden):
 
     measured = gram_rho(model, x, targets, memory_budget_bytes=2**30, plan=panels)
 
-    assert measured.rho == pytest.approx(rho, abs=1e-8)
+    # A Gram method resolves the directions of a small eigenvalue λ only to
+    # about eps·λ_max / λ; with the bottleneck, kept σ go down to 1.6e-5·σ_max,
+    # so eps·λ_max / λ ≈ 8e-7, and ρ agreed to 1.2e-8 (1.2e-9 without it).
+    tolerance = 1e-7 if hidden == 2 else 1e-8
+    assert measured.rho == pytest.approx(rho, abs=tolerance)
     for point in measured.curve:
         if point.resolved and away_from_ties(point.eps, s):
-            assert point.rho == pytest.approx(curve[point.eps], abs=1e-8), point.eps
+            assert point.rho == pytest.approx(curve[point.eps], abs=tolerance), point.eps
 
 
 def test_probe_counts_factored_width():
