@@ -99,8 +99,11 @@ class CheckConfig:
             raise UsageError("--rho-tolerance", self.rho_tolerance, "a number between 0 and 1")
         if not 0 < self.confirm_ratio < 1:
             raise UsageError("--confirm-ratio", self.confirm_ratio, "a number between 0 and 1")
+        if not 0 <= self.seed < 2**32:
+            # The split (scikit-learn) and NumPy generators take seeds in this range.
+            raise UsageError("--seed", self.seed, f"a whole number from 0 to {2**32 - 1}")
         if self.memory_budget_gb <= 0:
-            raise UsageError("--memory-budget", self.memory_budget_gb, "a positive number of GB")
+            raise UsageError("--memory-budget", self.memory_budget_gb, "a positive number of GiB")
         if self.time_budget_s <= 0:
             raise UsageError("--time-budget", self.time_budget_s, "a positive number of seconds")
         # NOTE: training and analysis run on the CPU only; moving the model,

@@ -47,7 +47,8 @@ class ModelSpecError(AdvisorError):
         self.spec = spec
         self.problem = problem
         self.fix = fix
-        super().__init__(f"cannot load model {spec!r}: {problem}. {fix}")
+        # Messages passed through from other libraries often end in a period already.
+        super().__init__(f"cannot load model {spec!r}: {problem.rstrip('.')}. {fix}")
 
 
 class DataError(AdvisorError):
@@ -72,13 +73,14 @@ class DataError(AdvisorError):
 class ShapeMismatchError(AdvisorError):
     """The model and the data disagree on a shape."""
 
-    def __init__(self, what: str, model_value: object, data_value: object, fix: str) -> None:
+    def __init__(self, what: str, model_value: object, data_value: object, fix: str, *,
+                 model_verb: str = "gives", data_verb: str = "needs") -> None:
         self.what = what
         self.model_value = model_value
         self.data_value = data_value
         self.fix = fix
         super().__init__(
-            f"{what} mismatch: the model gives {model_value} but the data needs {data_value}. {fix}"
+            f"{what} mismatch: the model {model_verb} {model_value} but the data {data_verb} {data_value}. {fix}"
         )
 
 
@@ -100,4 +102,4 @@ class ReportError(AdvisorError):
         self.path = path
         self.problem = problem
         self.fix = fix
-        super().__init__(f"report {path!r}: {problem}. {fix}")
+        super().__init__(f"report {path!r}: {problem.rstrip('.')}. {fix}")

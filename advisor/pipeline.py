@@ -157,7 +157,8 @@ def run_check(config: CheckConfig, progress: ProgressSink | None = None) -> Repo
 
     with clock.stage("structure check"):
         trace = trace_forward(model, x_analysis[:2])
-        structure = check_structure(model, x_analysis[: config.structure_samples], trace, seed=config.seed)
+        structure = check_structure(model, x_analysis[: config.structure_samples], trace, seed=config.seed,
+                                    imported=loaded.kind in ("onnx", "torchscript"))
     caveats.append(f"The structure assumption was tested numerically on {structure.n_examples} examples at {structure.n_points} "
                    f"parameter points (the model's and a seeded perturbation), not proved.")
     caveats += structure.notes

@@ -48,6 +48,9 @@ FIXES = {
     "normalize": "Remove the L2 normalization of the output, or scale it with a trainable linear layer.",
     "layer_norm": "Give the final LayerNorm affine parameters (elementwise_affine=True) or follow it with a linear layer.",
 }
+# An imported graph cannot be edited by the user here; the --logits option cuts these three.
+LOGITS_FIX = "Rerun with --logits, which cuts the final {name} from the imported graph so that the advisor works on the logits."
+CUT_BY_LOGITS = ("sigmoid", "softmax", "log_softmax")
 GENERIC_FIX = "Make the last operation affine in its own weights: end the model with a linear layer (or an affine normalization) and move the nonlinearity into the loss."
 
 
@@ -151,18 +154,27 @@ def classify(coefficients: np.ndarray, names: list[str], relative_error: float) 
     return True, "generalized", subset
 
 
-def breaking_operation(trace: ForwardTrace) -> tuple[str, str]:
-    """Name the first nonlinear operation after the last affine map, with its fix."""
+def breaking_operation(trace: ForwardTrace, *, imported: bool = False) -> tuple[str, str]:
+    """Name the first nonlinear operation after the last affine map, with its fix.
+
+    `imported` is true for ONNX and TorchScript graphs, where a final
+    sigmoid or softmax is cut with --logits rather than by editing code.
+    """
     if trace.last_parametric is None:
         return "no operation consumes a trainable parameter", GENERIC_FIX
     if not trace.nonlinear_after_last:
         return f"an operation before the output (the last affine map, {trace.last_parametric.describe()}, is followed only by linear operations)", GENERIC_FIX
     op = trace.nonlinear_after_last[0]
+    if imported and op.name in CUT_BY_LOGITS:
+        return op.describe(), LOGITS_FIX.format(name=op.name.replace("_", "-"))
     return op.describe(), FIXES.get(op.name, GENERIC_FIX)
 
 
-def check_structure(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, *, seed: int) -> StructureResult:
+def check_structure(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, *, seed: int,
+                    imported: bool = False) -> StructureResult:
     """Test CMSA on inputs `x` (B, ...) at the model's parameters and at one seeded perturbation.
+
+    `imported` (an ONNX or TorchScript graph) only changes the suggested fix.
 
     One set of coefficients is fitted to both points together, because the
     assumption holds for every θ and a single point can satisfy extra
@@ -201,5 +213,5 @@ def check_structure(model: nn.Module, x: torch.Tensor, trace: ForwardTrace, *, s
     if np.linalg.norm(f1) == 0:
         result.notes.append("The model's outputs are exactly zero on the checked examples, so the structure check is uninformative there.")
     if not holds:
-        result.breaking_op, result.fix = breaking_operation(trace)
+        result.breaking_op, result.fix = breaking_operation(trace, imported=imported)
     return result

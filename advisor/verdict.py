@@ -41,9 +41,11 @@ def decisive_rho(point: AlignmentPoint) -> tuple[float | None, str]:
         return point.rho, "ρ (matrix-free upper bound)"
     if point.rho is not None:
         return point.rho, "ρ"
+    # The tables list ρ_S on the training split; name the subset here so
+    # that the two figures are not read as one.
     if point.rho_s_analysis is not None:
-        return point.rho_s_analysis, "ρ_S"
-    return point.rho_s, "ρ_S"
+        return point.rho_s_analysis, "ρ_S (analysis subset)"
+    return point.rho_s, "ρ_S (train set)"
 
 
 def ee_converged(figures: TrainingFigures, ratio: float) -> bool:

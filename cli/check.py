@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from cli import training_options as options
-from cli.options import split_list
+from cli.options import output_path, split_list
 
 REPORT_FORMATS = ("json", "md", "html")
 FAIL_ON_CHOICES = ("structure", "misaligned", "no-convergence")
@@ -67,7 +67,7 @@ def check(
     rho_tolerance: Annotated[float, typer.Option(help="ρ above this value after exploration means misaligned.")] = 1e-3,
     memory_budget: Annotated[float, typer.Option(help="Memory budget of one ρ measurement, in GiB; chunk sizes adapt to it.")] = 4.0,
     time_budget: Annotated[float, typer.Option(help="Time budget of one ρ measurement, in seconds; the matrix-free method stops at it.")] = 120.0,
-    out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
+    out: Annotated[Path, typer.Option(parser=output_path, help="Folder for the report files.")] = Path("advisor-report"),
     format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     fail_on: Annotated[str, typer.Option(help="Comma-separated conditions that make the exit code 1: structure, misaligned, no-convergence.")] = "",
     device: Annotated[str, typer.Option(help="Device; this version runs on cpu only.")] = "cpu",

@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from cli.options import output_path
+
 
 def compare(
     baseline: Annotated[Path, typer.Argument(metavar="BASELINE.json", help="Report of the model before the change.")],
     current: Annotated[Path, typer.Argument(metavar="CURRENT.json", help="Report of the model after the change.")],
     rho_tolerance: Annotated[float, typer.Option(help="Largest growth of ρ after exploration (absolute, ρ is a relative residual in [0, 1]) that is not a regression.")] = 1e-3,
-    junit: Annotated[Optional[Path], typer.Option(help="Also write the regression checks as JUnit XML to this file, for CI test views.")] = None,
+    junit: Annotated[Optional[Path], typer.Option(parser=output_path, help="Also write the regression checks as JUnit XML to this file, for CI test views.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors; the exit code still reports regressions.")] = False,
 ) -> None:
     """Compare CURRENT.json with BASELINE.json: exit 1 when the structure, verdict, ρ or EE convergence regressed, 2 on unreadable input."""

@@ -9,6 +9,7 @@ import typer
 from cli.check import check
 from cli.train import train
 from cli.compare_cmd import compare
+from cli.pipe import tolerate_closed_stdout
 from cli.report_cmd import report
 from cli.schema_cmd import schema
 
@@ -33,6 +34,7 @@ app.command(name="schema")(schema)
 @app.callback()
 def main() -> None:
     """Model-design advisor (Kawaguchi, Zhang and Deng, Neural Computation 2022)."""
+    tolerate_closed_stdout()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import typer
+
 
 def split_list(option: str, text: str, allowed: tuple[str, ...], *, required: bool = False) -> list[str]:
     """Split a comma-separated option value; raises UnknownChoiceError on an item outside `allowed`.
@@ -17,3 +21,10 @@ def split_list(option: str, text: str, allowed: tuple[str, ...], *, required: bo
         if item not in allowed:
             raise UnknownChoiceError(f"{option} value", item, allowed)
     return items
+
+
+def output_path(text: str) -> Path:
+    """Typer parser for output paths: an empty value would silently mean the current folder."""
+    if not text.strip():
+        raise typer.BadParameter("the path is empty; name a folder or file, e.g. advisor-report")
+    return Path(text)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cli.options import split_list
+from cli.options import output_path, split_list
 
 RENDER_FORMATS = ("json", "md", "html")
 
@@ -16,7 +16,7 @@ RENDER_FORMATS = ("json", "md", "html")
 def report(
     report_file: Annotated[Path, typer.Argument(metavar="REPORT.json", help="A report.json written by advisor check or advisor train.")],
     format: Annotated[str, typer.Option("--format", help="Comma-separated formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "html,md",
-    out: Annotated[Optional[Path], typer.Option(help="Folder for the files; default: the folder of REPORT.json.")] = None,
+    out: Annotated[Optional[Path], typer.Option(parser=output_path, help="Folder for the files; default: the folder of REPORT.json.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render REPORT.json again as HTML and Markdown (or JSON, normalized to this advisor's schema)."""

@@ -10,14 +10,14 @@ from rich.console import Console
 
 from cli import training_options as options
 from cli.check import REPORT_FORMATS
-from cli.options import split_list
+from cli.options import output_path, split_list
 
 
 def train(
     model: Annotated[Optional[str], typer.Argument(help="Model: path/to/file.py:NAME, torchvision:NAME, path/to/model.onnx, path/to/model.pt (TorchScript), or nothing for the built-in residual CNN.")] = None,
     data: Annotated[str, typer.Option(help="Dataset: digits, mnist:DIR, fashion-mnist:DIR, cifar10:DIR, cifar100:DIR, svhn:DIR, imagefolder:DIR, npz:FILE, pt:FILE or csv:FILE. Nothing is downloaded.")] = "digits",
     framework: Annotated[str, typer.Option(help="Training framework: ee (exploration, transition, exploitation) or base (the base algorithm alone).")] = "ee",
-    checkpoint_dir: Annotated[Optional[Path], typer.Option(help="Folder for the checkpoint, rewritten atomically after every epoch (and every certified step).")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(parser=output_path, help="Folder for the checkpoint, rewritten atomically after every epoch (and every certified step).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint in --checkpoint-dir; the settings must match the ones it was written with.")] = False,
     task: Annotated[Optional[str], typer.Option(help="classification or regression; inferred from the targets when unambiguous.")] = None,
     target: Annotated[Optional[str], typer.Option(help="Target column of a CSV file or target array key of an npz/pt file.")] = None,
@@ -46,7 +46,7 @@ def train(
     certified_target: options.CertifiedTarget = None,
     feature_lr: options.FeatureLr = None,
     seed: options.Seed = None,
-    out: Annotated[Path, typer.Option(help="Folder for the report files.")] = Path("advisor-report"),
+    out: Annotated[Path, typer.Option(parser=output_path, help="Folder for the report files.")] = Path("advisor-report"),
     format: Annotated[str, typer.Option("--format", help="Comma-separated report formats: json, md (with SVG plots beside it), html (one self-contained file).")] = "json,md,html",
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display and no summary; only errors.")] = False,
 ) -> None:

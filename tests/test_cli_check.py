@@ -87,12 +87,31 @@ def test_bad_input_exits_2_without_report(tmp_path, spec_suffix, data, expected)
     assert not out.exists()
 
 
-@pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf"), ("--device", "cuda")])
+@pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf"), ("--device", "cuda"),
+                                               ("--seed", "-1"), ("--memory-budget", "0")])
 def test_bad_option_exits_2(tmp_path, option, value):
     result = invoke("--no-confirm", option, value, "--out", str(tmp_path / "r"), "--quiet")
     assert result.exit_code == 2
     assert value in result.output
     assert not (tmp_path / "r").exists()
+
+
+def test_option_messages_name_the_fix(tmp_path):
+    seed = invoke("--no-confirm", "--seed", "-1", "--out", str(tmp_path / "r"), "--quiet")
+    budget = invoke("--no-confirm", "--memory-budget", "-2", "--out", str(tmp_path / "r"), "--quiet")
+
+    assert "--seed" in seed.output and "4294967295" in seed.output
+    assert "split" not in seed.output
+    assert "GiB" in budget.output
+
+
+def test_empty_out_is_rejected(tmp_path, monkeypatch):
+    # An empty --out would otherwise mean the current folder.
+    monkeypatch.chdir(tmp_path)
+    result = invoke("--no-confirm", "--out", "", "--quiet")
+    assert result.exit_code == 2
+    assert "empty" in result.output
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_real_subprocess_run(tmp_path):
@@ -164,6 +183,8 @@ def test_bound_only_verdict_says_not_established(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"]["label"] == "misaligned"
     assert any("alignment was not established" in s for s in report["verdict"]["sentences"])
+    # The headline's ρ_S is on the analysis subset; the tables' is on the training split.
+    assert any(s.startswith("ρ_S (analysis subset) = ") for s in report["verdict"]["sentences"])
     assert "The exact ρ was skipped: --rho-method features computes only the last-layer bound ρ_S." in " ".join(report["caveats"])
 
 

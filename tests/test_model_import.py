@@ -189,6 +189,10 @@ def test_softmax_head_names_node(tmp_path):
     assert not result.holds
     assert softmax_node in result.breaking_op
     assert "softmax" in result.fix.lower()
+    # For an imported graph the fix is the option that cuts the node.
+    imported = check_structure(loaded.module, x, trace_forward(loaded.module, x), seed=0, imported=True)
+    assert "--logits" in imported.fix
+    assert "--logits" not in result.fix
 
 
 def test_softmax_head_cut_at_logits(tmp_path):
@@ -357,3 +361,40 @@ def test_cli_rejects_untrusted_pickle(tmp_path):
     assert result.exit_code == 2
     assert "--trust-pickle" in result.output
     assert not out.exists()
+
+
+def test_input_shape_message_says_what_the_model_expects(tmp_path):
+    path = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
+    with pytest.raises(ShapeMismatchError) as raised:
+        build_model(str(path), input_shape=(1, 28, 28), n_outputs=10, model_args={})
+    assert "the model expects inputs of shape (1, 8, 8)" in str(raised.value)
+    assert "the data has inputs of shape (1, 28, 28)" in str(raised.value)
+
+
+def test_output_size_fix_depends_on_the_model_kind(tmp_path):
+    from advisor.models.registry import check_output_shape
+
+    path = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
+    imported = build_model(str(path), input_shape=(1, 8, 8), n_outputs=10, model_args={})
+    built = build_model(None, input_shape=(1, 8, 8), n_outputs=3, model_args={})
+    sample = torch.randn(2, 1, 8, 8)
+
+    with pytest.raises(ShapeMismatchError) as onnx_error:
+        check_output_shape(imported, sample, 4)
+    with pytest.raises(ShapeMismatchError) as built_error:
+        check_output_shape(built, sample, 4)
+
+    # An ONNX graph cannot take constructor arguments.
+    assert "--model-arg" not in str(onnx_error.value)
+    assert "Export the model with 4 outputs" in str(onnx_error.value)
+    assert "--model-arg num_classes=4" in str(built_error.value)
+
+
+def test_forward_failure_names_the_shape_once():
+    from advisor.models.registry import check_output_shape
+
+    loaded = build_model(None, input_shape=(1, 8, 8), n_outputs=10, model_args={})
+    with pytest.raises(ModelSpecError) as raised:
+        check_output_shape(loaded, torch.randn(2, 3, 8, 8), 10)
+    assert str(raised.value).count("(3, 8, 8)") == 1
+    assert "forward pass fails" in str(raised.value)

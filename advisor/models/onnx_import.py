@@ -300,6 +300,7 @@ def _model_input_shape(spec: str, signature: GraphInput, data_shape: tuple[int, 
             "input shape", f"inputs of shape {declared} (graph input {signature.name!r}: {signature.dims})",
             f"inputs of shape {tuple(data_shape)}",
             "Use data with the model's input shape, or a model exported for the data's shape.",
+            model_verb="expects", data_verb="has",
         )
     return declared
 

@@ -81,6 +81,7 @@ def _build_from_source(spec: str | None, *, input_shape: tuple[int, ...], n_outp
             raise ShapeMismatchError(
                 "input rank", "image inputs (C, H, W)", f"inputs of shape {input_shape}",
                 "The default residual CNN needs image data; pass your own model for tabular data.",
+                model_verb="expects", data_verb="has",
             )
         module = ResidualCNN(in_channels=in_channels, num_classes=n_outputs, **model_args)
         return LoadedModel(module=module, spec=DEFAULT_SPEC, kind="default")
@@ -105,9 +106,9 @@ def check_output_shape(loaded: LoadedModel, sample: torch.Tensor, n_outputs: int
         with torch.no_grad():
             output = module(sample)
     except RuntimeError as error:
-        raise ShapeMismatchError(
-            "input shape", f"an error on inputs of shape {tuple(sample.shape[1:])} ({error})",
-            f"inputs of shape {tuple(sample.shape[1:])}", "Use a model built for this input shape.",
+        raise ModelSpecError(
+            loaded.spec, f"its forward pass fails on the data's inputs of shape {tuple(sample.shape[1:])}: {error}",
+            "Use a model built for this input shape.",
         ) from error
     finally:
         module.train(was_training)
@@ -115,10 +116,12 @@ def check_output_shape(loaded: LoadedModel, sample: torch.Tensor, n_outputs: int
     if not isinstance(output, torch.Tensor):
         raise ModelSpecError(loaded.spec, f"forward returned {type(output).__name__}, not a tensor", "Return the output tensor (B, outputs) from forward.")
     if output.ndim != 2 or output.shape[1] != n_outputs:
-        raise ShapeMismatchError(
-            "output size", f"outputs of shape {tuple(output.shape[1:])}", f"{n_outputs} outputs per example",
-            "Set the model's number of outputs to the number of classes (e.g. --model-arg num_classes=%d)." % n_outputs,
-        )
+        if loaded.kind in ("onnx", "torchscript", "pickle"):
+            # An imported graph or a pickled module has its output size fixed.
+            fix = f"Export the model with {n_outputs} outputs, or use data with one target per model output."
+        else:
+            fix = f"Set the model's number of outputs to {n_outputs} (e.g. --model-arg num_classes={n_outputs})."
+        raise ShapeMismatchError("output size", f"outputs of shape {tuple(output.shape[1:])}", f"{n_outputs} outputs per example", fix)
 
 
 def count_parameters(module: nn.Module) -> int:
