@@ -42,7 +42,7 @@ from advisor.spectrum import WeightedSpectrum, bordered_buffer, tridiagonal_rout
 
 
 def spectrum_arrays() -> int:
-    """S × S float64 arrays that the spectrum step holds at its peak (see plan_gram)."""
+    """S × S float64 arrays in memory at the peak of the spectrum step (see plan_gram)."""
     return 1 if tridiagonal_route_available() else 4
 
 
@@ -76,8 +76,14 @@ def plan_gram(n_examples: int, n_outputs: int, n_params: int, memory_budget_byte
     fixed = 8 * spectrum_arrays() * (size + 1) ** 2
     available = max(memory_budget_bytes - fixed, 0)
     bytes_per_example = 8 * n_outputs * width * 3  # J_c rows, jacrev's copy and the cat
-    # Aim for chunks of at most 256 MiB of J_c, and at least one example.
-    chunk = int(max(1, min(n_examples, (256 * 2**20) // (8 * n_outputs * width) or 1)))
+    if side == "rows":
+        # A chunk's Gram block J_c J_panelᵀ (B·M, up to R) and the product
+        # that a factored layer adds to it. With factored layers the rows
+        # are narrow and these blocks, not J_c, bound the chunk.
+        bytes_per_example += 8 * n_outputs * rows * 2
+    # Aim for chunks of at most 256 MiB each of J_c and of the Gram block, and at least one example.
+    chunk = int(max(1, min(n_examples, (256 * 2**20) // (8 * n_outputs * width),
+                           (256 * 2**20) // (8 * n_outputs * rows))))
     n_chunks = math.ceil(n_examples / chunk)
     if side == "columns":
         return GramPlan(side, chunk, 1, n_chunks, n_chunks, int(fixed + chunk * bytes_per_example))
@@ -276,9 +282,9 @@ def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int,
     weights = spectrum.weights[order]  # (v_iᵀ Jᵀ Y)² = σ_i² (u_iᵀ Y)²
     tolerance = (float(sigma[0]) if sigma.size else 0.0) * math.sqrt(P * FLOAT64_EPS)
     y_norm_sq = float(y @ y)
-    kept = int((sigma > tolerance).sum())
-    # Prefix sums of (u_iᵀ Y)² over the kept directions.
-    projected = np.append(0.0, np.cumsum(weights[:kept] / sigma[:kept] ** 2))
+    above_tolerance = int((sigma > tolerance).sum())
+    # Prefix sums of (u_iᵀ Y)² over the directions above the tolerance.
+    projected = np.append(0.0, np.cumsum(weights[:above_tolerance] / sigma[:above_tolerance] ** 2))
 
     def residual(count: int) -> float:
         # ‖(I − P)Y‖² = ‖Y‖² − Σ (u_iᵀY)²: Col(J) is not all of R^R here, so

@@ -120,12 +120,18 @@ class JacobianChunk:
         """Return J_self J_otherᵀ (B·M, B'·M) without forming the factored layers' columns."""
         M = self.n_outputs
         block = self.dense @ other.dense.T
+        B, B_other = self.dense.shape[0] // M, other.dense.shape[0] // M
         for name, factor in factors.items():
             inner = self.inputs[name] @ other.inputs[name].T  # (B, B')
             if factor.bias is not None:
                 inner = inner + 1.0
-            expanded = inner.repeat_interleave(M, dim=0).repeat_interleave(M, dim=1)  # (B·M, B'·M)
-            block += (self.signals[name] @ other.signals[name].T) * expanded
+            # Each (example, example') entry of `inner` multiplies an M × M
+            # block of the signal Gram; broadcasting over a (B, M, B', M) view
+            # does that without a (B·M, B'·M) copy of `inner`.
+            product = self.signals[name] @ other.signals[name].T  # (B·M, B'·M)
+            product.view(B, M, B_other, M).mul_(inner[:, None, :, None])
+            block += product
+            del product
         return block
 
     def full(self, order: list[tuple[str, int]], factors: dict[str, LinearFactor]) -> torch.Tensor:

@@ -82,6 +82,16 @@ def test_gram_plan_respects_budget():
     assert roomy.jacobian_chunk_computations == roomy.n_chunks
 
 
+def test_gram_plan_bounds_blocks_of_factored_rows():
+    # The digits MLP keeps every layer factored: about 1,100 values per row,
+    # so 256 MiB of rows would be all 1,797 examples, and one Gram block
+    # (17,970 x 17,970) with its product temporary would take 5.2 GB.
+    plan = plan_gram(1797, 10, 85_002, memory_budget_bytes=4 * 2**30, row_width=1_100)
+    block_bytes = 8 * plan.chunk_examples * 10 * 17_970
+    assert block_bytes <= 256 * 2**20
+    assert plan.bytes <= 4 * 2**30
+
+
 def test_gram_y_in_column_space_gives_zero():
     model, x, targets, J = case_data("narrow last layer")
     # Targets built as J θ for a random θ lie in Col(J) exactly.
