@@ -23,8 +23,13 @@ def split_list(option: str, text: str, allowed: tuple[str, ...], *, required: bo
     return items
 
 
-def output_path(text: str) -> Path:
-    """Typer parser for output paths: an empty value would silently mean the current folder."""
-    if not text.strip():
+def output_path(value: str | Path | None) -> Path | None:
+    """Typer parser for output paths: an empty value would silently mean the current folder.
+
+    Typer also passes the option's default through the parser, as a Path or None.
+    """
+    if value is None or isinstance(value, Path):
+        return value
+    if not value.strip():
         raise typer.BadParameter("the path is empty; name a folder or file, e.g. advisor-report")
-    return Path(text)
+    return Path(value)

@@ -115,6 +115,16 @@ def test_empty_out_is_rejected(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_default_out_folder(tmp_path, monkeypatch):
+    model = write_model_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    result = invoke(f"{model}:DigitsMLP", "--no-confirm", "--max-samples", "16", "--format", "json", "--quiet")
+
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "advisor-report" / "report.json").exists()
+
+
 def test_real_subprocess_run(tmp_path):
     model = write_model_file(tmp_path)
     out = tmp_path / "report"
