@@ -126,8 +126,8 @@ class JacobianChunk:
             if factor.bias is not None:
                 inner = inner + 1.0
             # Each (example, example') entry of `inner` multiplies an M × M
-            # block of the signal Gram; broadcasting over a (B, M, B', M) view
-            # does that without a (B·M, B'·M) copy of `inner`.
+            # block of the signal Gram. A broadcast over a (B, M, B', M) view
+            # avoids a (B·M, B'·M) copy of `inner`.
             product = self.signals[name] @ other.signals[name].T  # (B·M, B'·M)
             product.view(B, M, B_other, M).mul_(inner[:, None, :, None])
             block += product

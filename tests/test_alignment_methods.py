@@ -72,12 +72,12 @@ def test_gram_panels_match_one_pass():
 
 def test_gram_plan_respects_budget():
     # The digits CNN at N = 1,797: J (17,970, 37,802) is 5.4 GB in float64
-    # and K (17,970, 17,970) 2.6 GB, so 6 GiB holds K and part of J.
+    # and K (17,970, 17,970) 2.6 GB, so 6 GiB has room for K and part of J.
     plan = plan_gram(1797, 10, 37_802, memory_budget_bytes=6 * 2**30)
     assert plan.side == "rows"
     assert plan.bytes <= 6 * 2**30
     assert plan.panel_chunks < plan.n_chunks
-    # 12 GiB holds K and all of J: every chunk is computed once.
+    # 12 GiB has room for K and all of J: every chunk is computed once.
     roomy = plan_gram(1797, 10, 37_802, memory_budget_bytes=12 * 2**30)
     assert roomy.jacobian_chunk_computations == roomy.n_chunks
 

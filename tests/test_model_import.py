@@ -221,8 +221,8 @@ def test_onnx_input_shape_mismatch(tmp_path):
     path = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
     with pytest.raises(ShapeMismatchError) as raised:
         build_model(str(path), input_shape=(1, 28, 28), n_outputs=10, model_args={})
-    assert "(1, 8, 8)" in str(raised.value)
-    assert "(1, 28, 28)" in str(raised.value)
+    assert "the model expects inputs of shape (1, 8, 8)" in str(raised.value)
+    assert "the data has inputs of shape (1, 28, 28)" in str(raised.value)
 
 
 def test_torchscript_round_trip(tmp_path):
@@ -361,14 +361,6 @@ def test_cli_rejects_untrusted_pickle(tmp_path):
     assert result.exit_code == 2
     assert "--trust-pickle" in result.output
     assert not out.exists()
-
-
-def test_input_shape_message_says_what_the_model_expects(tmp_path):
-    path = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
-    with pytest.raises(ShapeMismatchError) as raised:
-        build_model(str(path), input_shape=(1, 28, 28), n_outputs=10, model_args={})
-    assert "the model expects inputs of shape (1, 8, 8)" in str(raised.value)
-    assert "the data has inputs of shape (1, 28, 28)" in str(raised.value)
 
 
 def test_output_size_fix_depends_on_the_model_kind(tmp_path):
