@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,10 +104,11 @@ class CheckConfig:
         if not 0 <= self.seed < 2**32:
             # The split (scikit-learn) and NumPy generators take seeds in this range.
             raise UsageError("--seed", self.seed, f"a whole number from 0 to {2**32 - 1}")
-        if self.memory_budget_gb <= 0:
-            raise UsageError("--memory-budget", self.memory_budget_gb, "a positive number of GiB")
-        if self.time_budget_s <= 0:
-            raise UsageError("--time-budget", self.time_budget_s, "a positive number of seconds")
+        # `not x > 0` also rejects NaN, which compares false with everything.
+        if not (self.memory_budget_gb > 0 and math.isfinite(self.memory_budget_gb)):
+            raise UsageError("--memory-budget", self.memory_budget_gb, "a positive, finite number of GiB")
+        if not (self.time_budget_s > 0 and math.isfinite(self.time_budget_s)):
+            raise UsageError("--time-budget", self.time_budget_s, "a positive, finite number of seconds")
         # NOTE: training and analysis run on the CPU only; moving the model,
         # the data and the random-feature block to a GPU is not implemented.
         if self.device != "cpu":

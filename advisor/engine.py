@@ -68,6 +68,13 @@ class Probe:
     gram_width: int | None = None
 
 
+def format_bytes(count: float) -> str:
+    """GiB with two decimals, or MiB below 0.1 GiB, where two decimals of GiB would read as nothing."""
+    if count < 0.1 * 2**30:
+        return f"{count / 2**20:.1f} MiB"
+    return f"{count / 2**30:.2f} GiB"
+
+
 @dataclass
 class Estimate:
     """Predicted cost of one method on one problem, and whether it fits the budgets."""
@@ -79,7 +86,7 @@ class Estimate:
     note: str = ""
 
     def describe(self) -> str:
-        return f"{self.bytes / 2**30:.2f} GiB and about {self.seconds:.0f} s"
+        return f"{format_bytes(self.bytes)} and about {self.seconds:.0f} s"
 
     def as_dict(self) -> dict:
         return {"bytes": self.bytes, "seconds": round(self.seconds, 2), "fits": self.fits, "note": self.note}

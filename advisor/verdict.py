@@ -89,7 +89,8 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
                              "alignment was not established, not that ρ is above the tolerance. To settle it, measure ρ "
                              "with --rho-method exact, giving it a larger --memory-budget or a smaller --max-samples.")
         elif point.method == "lsqr" and not point.converged:
-            sentences.append(f"That value is an upper bound, not a measurement: {point.converged_reason}.")
+            sentences.append(f"That value is an upper bound, not a measurement: {point.converged_reason}. So here the label "
+                             "means that alignment was not established, not that ρ is above the tolerance.")
             if point.n_rows is not None and point.n_columns is not None and point.n_rows > point.n_columns:
                 sentences.append(
                     f"J has more rows ({point.n_rows:,}) than parameters ({point.n_columns:,}), so Col(J) is a proper "
@@ -117,6 +118,12 @@ def make_verdict(structure: StructureSection, points: list[AlignmentPoint], figu
     return Verdict(label=label, confirmed=confirmed, sentences=sentences)
 
 
+def _ee_recommendation() -> Recommendation:
+    return Recommendation(
+        text="Train with the exploration–exploitation framework (advisor train --framework ee): its random-feature block makes the "
+             "alignment condition hold by construction, so training reaches the global minimum.", rests_on=["R1", "R4"])
+
+
 def make_recommendations(structure: StructureSection, points: list[AlignmentPoint], verdict: Verdict, *,
                          last_width: int | None, n_train: int) -> list[Recommendation]:
     """Design advice, each item tied to the result it rests on."""
@@ -125,7 +132,15 @@ def make_recommendations(structure: StructureSection, points: list[AlignmentPoin
 
     recommendations = []
     point = decisive_point(points)
-    if verdict.label == "misaligned":
+    bound_only = point.rho is None or (point.method == "lsqr" and not point.converged)
+    if verdict.label == "misaligned" and bound_only:
+        # An upper bound above the tolerance does not show misalignment, so
+        # advice to change the architecture would rest on nothing.
+        recommendations.append(Recommendation(
+            text="Only an upper bound on ρ was measured. Before changing the architecture, measure ρ with --rho-method exact, "
+                 "giving it a larger --memory-budget or a smaller --max-samples.", rests_on=["R1", "R3"]))
+        recommendations.append(_ee_recommendation())
+    elif verdict.label == "misaligned":
         if last_width is not None and last_width < n_train:
             recommendations.append(Recommendation(
                 text=f"Widen the last hidden layer from {last_width} to at least n = {n_train} features: with n generic features "
@@ -133,9 +148,7 @@ def make_recommendations(structure: StructureSection, points: list[AlignmentPoin
         recommendations.append(Recommendation(
             text="Parameters that leave Col(J) unchanged, such as extra depth or width before a narrow layer, will not help however many are added.",
             rests_on=["R5"]))
-        recommendations.append(Recommendation(
-            text="Train with the exploration–exploitation framework (advisor train --framework ee): its random-feature block makes the "
-                 "alignment condition hold by construction, so training reaches the global minimum.", rests_on=["R1", "R4"]))
+        recommendations.append(_ee_recommendation())
     else:
         if point.sigma_min is not None and point.sigma_max:
             recommendations.append(Recommendation(

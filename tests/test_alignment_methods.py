@@ -214,7 +214,27 @@ def test_verdict_calls_lsqr_rho_a_bound():
     assert verdict.label == "misaligned"
     assert "matrix-free upper bound" in text
     assert "only an upper bound after 5 iterations" in text
+    assert "alignment was not established" in text
     assert "more rows" not in text
+
+
+def test_bound_only_misalignment_gives_no_architecture_advice():
+    from advisor.report import AlignmentPoint, StructureSection
+    from advisor.verdict import make_recommendations, make_verdict
+
+    structure = StructureSection(holds=True, form="exact", subset=[], relative_error=1e-12, tolerance=1e-6, n_examples=4, n_points=2)
+    bound = AlignmentPoint(stage="init", epoch=0, n=10, rho_s=0.5, rho=0.3, method="lsqr", converged=False,
+                           converged_reason="ρ ≤ 0.3 is only an upper bound after 5 iterations")
+    measured = AlignmentPoint(stage="init", epoch=0, n=10, rho_s=0.5, rho=0.3, method="exact", converged=True)
+
+    advice = {}
+    for name, point in (("bound", bound), ("measured", measured)):
+        verdict = make_verdict(structure, [point], None, rho_tolerance=1e-3, confirm_ratio=0.1)
+        advice[name] = " ".join(r.text for r in make_recommendations(structure, [point], verdict, last_width=8, n_train=100))
+
+    assert "Widen the last hidden layer" not in advice["bound"]
+    assert "--rho-method exact" in advice["bound"]
+    assert "Widen the last hidden layer from 8 to at least n = 100" in advice["measured"]
 
 
 def test_verdict_names_tall_jacobian():
@@ -277,3 +297,10 @@ def test_lsqr_float32_products_resolve_no_small_eps():
     assert "float32" in measured.route
     assert all(not point.resolved for point in measured.curve if point.eps < FLOAT32_EPS_FLOOR)
     assert any(point.resolved for point in measured.curve if point.eps >= FLOAT32_EPS_FLOOR)
+
+
+def test_small_estimates_are_not_printed_as_zero():
+    from advisor.engine import format_bytes
+
+    assert format_bytes(4.27e6) == "4.1 MiB"
+    assert format_bytes(1.08 * 2**30) == "1.08 GiB"

@@ -88,7 +88,8 @@ def test_bad_input_exits_2_without_report(tmp_path, spec_suffix, data, expected)
 
 
 @pytest.mark.parametrize(("option", "value"), [("--rho-method", "magic"), ("--fail-on", "slowness"), ("--epochs", "0"), ("--format", "pdf"), ("--device", "cuda"),
-                                               ("--seed", "-1"), ("--memory-budget", "0")])
+                                               ("--seed", "-1"), ("--memory-budget", "0"), ("--memory-budget", "nan"),
+                                               ("--memory-budget", "inf"), ("--time-budget", "nan")])
 def test_bad_option_exits_2(tmp_path, option, value):
     result = invoke("--no-confirm", option, value, "--out", str(tmp_path / "r"), "--quiet")
     assert result.exit_code == 2
@@ -196,6 +197,7 @@ def test_bound_only_verdict_says_not_established(tmp_path):
     assert any("alignment was not established" in s for s in report["verdict"]["sentences"])
     # The headline's ρ_S is on the analysis subset; the tables' is on the training split.
     assert any(s.startswith("ρ_S (analysis subset) = ") for s in report["verdict"]["sentences"])
+    assert not any("Widen" in r["text"] for r in report["recommendations"])
     assert "The exact ρ was skipped: --rho-method features computes only the last-layer bound ρ_S." in " ".join(report["caveats"])
 
 
