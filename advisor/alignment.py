@@ -76,7 +76,8 @@ class AlignmentMeasure:
     singular_values: list[float] = field(default_factory=list)
     # False when ρ is only an upper bound wider than the requested tolerance;
     # `reason` then says why. Matrix-free methods fill `eps_resolved` (the
-    # smallest ε whose ρ(ε) bracket met the tolerance) and `iterations`.
+    # smallest ε down to which every ρ(ε) bracket met the tolerance) and
+    # `iterations`.
     converged: bool = True
     reason: str | None = None
     eps_resolved: float | None = None

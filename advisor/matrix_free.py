@@ -410,6 +410,21 @@ class MomentBrackets:
         return math.sqrt(max(lower, 0.0)), math.sqrt(min(max(upper, 0.0), 1.0))
 
 
+
+def contiguous_resolved_eps(curve: list[CurvePoint]) -> float | None:
+    """The smallest ε such that ρ(ε') is resolved for every ε' ≥ ε on the curve, or None.
+
+    "Resolved down to ε" must not skip an unresolved ε in between: a bracket
+    on ρ(1e-6) can close around 0 while the one on ρ(3e-3) is still wide.
+    """
+    smallest = None
+    for point in sorted(curve, key=lambda p: p.eps, reverse=True):
+        if not point.resolved:
+            break
+        smallest = point.eps
+    return smallest
+
+
 def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: ForwardTrace | None, chunk_examples: int,
              settings: LsqrSettings = LsqrSettings(), rho_s: float | None = None) -> AlignmentMeasure:
     """Matrix-free ρ upper bound and ρ(ε) brackets of targets (N, M) at inputs x (N, ...).
@@ -480,10 +495,11 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
     curve = []
     for eps in CURVE_EPSILONS:
         low, high = brackets.rho(eps)
+        low = min(low, high)  # the two ends can cross by a rounding step when they meet
         curve.append(CurvePoint(eps=eps, rho=0.5 * (low + high),
                                 resolved=high - low <= 2 * settings.tolerance and eps >= eps_floor,
                                 rho_lower=low, rho_upper=high))
-    resolved_eps = [point.eps for point in curve if point.resolved]
+    eps_resolved = contiguous_resolved_eps(curve)
     converged = rho_upper <= settings.tolerance
     reason = None
     if not converged:
@@ -499,5 +515,5 @@ def lsqr_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, trace: F
         rank_tolerance=0.0, sigma_max=brackets.sigma_low, sigma_min=0.0,
         route=f"Golub–Kahan from Y with {precision} products, Gauss–Radau brackets",
         curve=curve, seconds=time.perf_counter() - start_time, converged=converged, reason=reason,
-        eps_resolved=min(resolved_eps) if resolved_eps else None, iterations=krylov.steps,
+        eps_resolved=eps_resolved, iterations=krylov.steps,
     )

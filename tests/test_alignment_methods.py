@@ -304,3 +304,15 @@ def test_small_estimates_are_not_printed_as_zero():
 
     assert format_bytes(4.27e6) == "4.1 MiB"
     assert format_bytes(1.08 * 2**30) == "1.08 GiB"
+
+
+def test_resolved_eps_does_not_skip_a_wide_bracket():
+    from advisor.alignment import CurvePoint
+    from advisor.matrix_free import contiguous_resolved_eps
+
+    # ρ(1e-6) closed around 0 while ρ(3e-3) is still wide.
+    curve = [CurvePoint(eps=1.0, rho=0.9, resolved=True), CurvePoint(eps=0.1, rho=0.5, resolved=True),
+             CurvePoint(eps=3e-3, rho=0.2, resolved=False), CurvePoint(eps=1e-6, rho=0.0, resolved=True)]
+
+    assert contiguous_resolved_eps(curve) == 0.1
+    assert contiguous_resolved_eps(curve[2:]) is None
