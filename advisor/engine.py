@@ -276,8 +276,12 @@ def choose_method(requested: str, probe: Probe, budget: Budget) -> MethodChoice:
     budget_text = f"{budget.memory_bytes / 2**30:g} GiB and {budget.time_s:g} s"
 
     if requested == "exact" and not estimates["exact"].fits:
-        raise BudgetError("--rho-method exact", f"{estimates['exact'].describe()} ({estimates['exact'].note})", budget_text,
-                          "Lower --max-samples, raise --memory-budget / --time-budget, or use --rho-method lsqr "
+        exact = estimates["exact"]
+        # Name only the budgets that the estimate exceeds.
+        over = [(f"{budget.memory_bytes / 2**30:g} GiB", "--memory-budget")] if exact.bytes > budget.memory_bytes else []
+        over += [(f"{budget.time_s:g} s", "--time-budget")] if exact.seconds > budget.time_s else []
+        raise BudgetError("--rho-method exact", f"{exact.describe()} ({exact.note})", " and ".join(text for text, _ in over),
+                          f"Lower --max-samples, raise {' and '.join(option for _, option in over)}, or use --rho-method lsqr "
                           "(matrix-free ρ(ε) brackets) or auto.")
     if requested != "auto":
         return MethodChoice(requested, f"requested with --rho-method {requested}", estimates)

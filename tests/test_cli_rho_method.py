@@ -42,6 +42,9 @@ def test_exact_over_budget_exits_2_with_options(tmp_path):
     assert result.exit_code == 2
     assert "needs an estimated" in result.output
     assert "--rho-method lsqr" in result.output
+    # Only the memory is over, so only that budget is named.
+    assert "--memory-budget" in result.output
+    assert "--time-budget" not in result.output
     assert not (tmp_path / "r").exists()
 
 
