@@ -80,13 +80,12 @@ def check(
     err_console = Console(stderr=True)
 
     def work():
+        from advisor.atomic import require_output_folder
         from advisor.config import CheckConfig, merge_settings
         from advisor.models import parse_model_args
         from advisor.pipeline import run_check
         from cli.display import run_with_progress
         from reports.files import write_report
-
-        from advisor.atomic import require_output_folder
 
         formats = split_list("--format", format, REPORT_FORMATS, required=True)
         conditions = split_list("--fail-on", fail_on, FAIL_ON_CHOICES)

@@ -24,12 +24,10 @@ def compare(
     err_console = Console(stderr=True)
 
     def work():
-        from advisor.atomic import write_text_atomic
+        from advisor.atomic import require_output_file, write_text_atomic
         from advisor.compare import compare_reports
         from advisor.report import load_report
         from reports.junit import render_junit
-
-        from advisor.atomic import require_output_file
 
         if junit is not None:
             require_output_file("--junit", junit)

@@ -25,10 +25,9 @@ def report(
     err_console = Console(stderr=True)
 
     def work() -> list[Path]:
+        from advisor.atomic import require_output_folder
         from advisor.report import load_report
         from reports.files import write_report
-
-        from advisor.atomic import require_output_folder
 
         formats = split_list("--format", format, RENDER_FORMATS, required=True)
         folder = out if out is not None else report_file.parent

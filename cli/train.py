@@ -57,13 +57,12 @@ def train(
     err_console = Console(stderr=True)
 
     def work():
+        from advisor.atomic import require_output_folder
         from advisor.config import merge_settings
         from advisor.models import parse_model_args
         from advisor.train_pipeline import TrainConfig, run_train
         from cli.display import run_with_progress
         from reports.files import write_report
-
-        from advisor.atomic import require_output_folder
 
         formats = split_list("--format", format, REPORT_FORMATS, required=True)
         require_output_folder("--out", out)

@@ -80,12 +80,13 @@ def build_from_file(spec: str, model_args: dict[str, Any], n_outputs: int) -> nn
             arguments[key] = n_outputs
             break
 
+    call = f"{name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())})"
     try:
         model = factory(**arguments)
     except TypeError as error:
-        raise ModelSpecError(spec, f"calling {name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}) failed: {error}", "Pass the constructor's arguments with --model-arg key=value.") from error
+        raise ModelSpecError(spec, f"calling {call} failed: {error}", "Pass the constructor's arguments with --model-arg key=value.") from error
     except Exception as error:  # the user's constructor may raise anything
-        raise ModelSpecError(spec, f"calling {name}({', '.join(f'{k}={v!r}' for k, v in arguments.items())}) raised {type(error).__name__}: {error}",
+        raise ModelSpecError(spec, f"calling {call} raised {type(error).__name__}: {error}",
                              "Fix the constructor so that it builds the model with these arguments.") from error
     if not isinstance(model, nn.Module):
         raise ModelSpecError(spec, f"{name} returned {type(model).__name__}, not a torch.nn.Module", "Point NAME at an nn.Module subclass or a function that returns one.")
