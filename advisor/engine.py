@@ -69,7 +69,7 @@ class Probe:
 
 
 def format_bytes(count: float) -> str:
-    """GiB with two decimals, or MiB below 0.1 GiB, where two decimals of GiB would read as nothing."""
+    """Format a byte count in GiB with two decimals, or in MiB below 0.1 GiB, where two decimals of GiB would read as zero."""
     if count < 0.1 * 2**30:
         return f"{count / 2**20:.1f} MiB"
     return f"{count / 2**30:.2f} GiB"
@@ -139,7 +139,7 @@ def measure_probe(model: nn.Module, x: torch.Tensor, n_outputs: int, probe_examp
 
 
 def spectrum_seconds(size: int, gemm_flops_per_second: float) -> float:
-    """Estimated seconds for the eigenvalues and weights of an S × S Gram matrix (see advisor.spectrum)."""
+    """Estimate the seconds for the eigenvalues and weights of an S × S Gram matrix (see advisor.spectrum)."""
     if tridiagonal_route_available():
         return SPECTRUM_GEMM_FLOPS * size**3 / gemm_flops_per_second + SPECTRUM_SECONDS_PER_ENTRY * size**2
     return EIGH_GEMM_FLOPS * size**3 / gemm_flops_per_second

@@ -42,7 +42,7 @@ from advisor.spectrum import WeightedSpectrum, bordered_buffer, tridiagonal_rout
 
 
 def spectrum_arrays() -> int:
-    """S × S float64 arrays in memory at the peak of the spectrum step (see plan_gram)."""
+    """Return how many S × S float64 arrays the spectrum step has in memory at its peak (see plan_gram)."""
     return 1 if tridiagonal_route_available() else 4
 
 
@@ -225,7 +225,7 @@ def gram_rho(model: nn.Module, x: torch.Tensor, targets: np.ndarray, *, memory_b
 
 
 def _row_measure(spectrum: WeightedSpectrum, y: np.ndarray, n_examples: int, n_columns: int) -> AlignmentMeasure:
-    """ρ and ρ(ε) from the eigenvalues σ² of K = J Jᵀ and the weights (u_iᵀ Y)²."""
+    """Compute ρ and ρ(ε) from the eigenvalues σ² of K = J Jᵀ and the weights (u_iᵀ Y)²."""
     order = np.argsort(spectrum.eigenvalues)[::-1]
     sigma = np.sqrt(np.clip(spectrum.eigenvalues[order], 0.0, None))
     weights = spectrum.weights[order]
@@ -243,7 +243,7 @@ def _row_measure(spectrum: WeightedSpectrum, y: np.ndarray, n_examples: int, n_c
 
 def _measure_from_spectrum(sigma: np.ndarray, tolerance: float, residual, *, n_examples: int, n_rows: int,
                            n_columns: int, route: str) -> AlignmentMeasure:
-    """AlignmentMeasure from σ (descending) and residual(k), the ρ left when the first k directions are kept."""
+    """Build the AlignmentMeasure from σ (descending) and residual(k), the ρ left when the first k directions are kept."""
     sigma_max = float(sigma[0]) if sigma.size else 0.0
     rank = int((sigma > tolerance).sum())
     curve = []
@@ -259,7 +259,7 @@ def _measure_from_spectrum(sigma: np.ndarray, tolerance: float, residual, *, n_e
 
 def _column_gram_measure(source: ChunkJacobian, plan: GramPlan, n_examples: int, y: np.ndarray,
                          force_eigh: bool) -> tuple[AlignmentMeasure, float]:
-    """ρ from G = Jᵀ J (P, P) and b = Jᵀ Y (P,): ‖P_ε Y‖² = Σ (v_iᵀ b)² / σ_i² over kept σ_i.
+    """Compute ρ from G = Jᵀ J (P, P) and b = Jᵀ Y (P,): ‖P_ε Y‖² = Σ (v_iᵀ b)² / σ_i² over kept σ_i.
 
     Also returns the perf_counter time at which G was complete.
     """

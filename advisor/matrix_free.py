@@ -412,7 +412,7 @@ class MomentBrackets:
 
 
 def contiguous_resolved_eps(curve: list[CurvePoint]) -> float | None:
-    """The smallest ε such that ρ(ε') is resolved for every ε' ≥ ε on the curve, or None.
+    """Return the smallest ε such that ρ(ε') is resolved for every ε' ≥ ε on the curve, or None.
 
     "Resolved down to ε" must not skip an unresolved ε in between: a bracket
     on ρ(1e-6) can close around 0 while the one on ρ(3e-3) is still wide.

@@ -32,7 +32,7 @@ eigenvalues to about eps·‖K‖, weights to what the eigenvector directions
 allow. The only S × S array is M itself.
 
 Where the band routine cannot be loaded, `weighted_spectrum` falls back to
-torch.linalg.eigh with vectors and says so in its `route`.
+torch.linalg.eigh with vectors and records that in its `route`.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ import scipy.linalg
 import torch
 
 # Half-width of the band after stage 1. Stage 1 does fewer, larger GEMMs as b
-# grows, stage 2 costs O(S²·b): 48 was fastest at S = 5,121 on two cores
-# (6.0 s for both stages, against 7.1 s at 64 and 8.7 s at 32).
+# grows, while stage 2 costs O(S²·b). At S = 6,000 on two cores, 48 was the
+# fastest (7.4 s for both stages, against 8.5 s at 64 and 8.2 s at 96).
 BAND_WIDTH = 48
 # LAPACKE's code for column-major arrays.
 LAPACK_COL_MAJOR = 102
@@ -68,13 +68,13 @@ class WeightedSpectrum:
 
 
 def bordered_buffer(size: int) -> torch.Tensor:
-    """An uninitialised float64 (size + 1, size + 1) matrix; write K into `buffer[1:, 1:]`."""
+    """Return an uninitialised float64 (size + 1, size + 1) matrix. The caller writes K into `buffer[1:, 1:]`."""
     return torch.empty(size + 1, size + 1, dtype=torch.float64)
 
 
 @lru_cache(maxsize=1)
 def _dsbtrd():
-    """LAPACKE_dsbtrd from scipy-openblas32, or None where the library cannot be loaded."""
+    """Load LAPACKE_dsbtrd from scipy-openblas32, or return None where the library cannot be loaded."""
     try:
         import scipy_openblas32
         path = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(fullname=True))
@@ -89,18 +89,17 @@ def _dsbtrd():
 
 
 def tridiagonal_route_available() -> bool:
-    """Whether `weighted_spectrum` can take the bordered tridiagonal route on this installation."""
+    """Return whether `weighted_spectrum` can take the bordered tridiagonal route on this installation."""
     return _dsbtrd() is not None
 
 
 def weighted_spectrum(bordered: torch.Tensor, y: np.ndarray, *, force_eigh: bool = False) -> WeightedSpectrum:
-    """λ and w = (u_iᵀ y)² of the symmetric K stored in `bordered[1:, 1:]` (S, S), for y (S,).
+    """Return λ and w = (u_iᵀ y)² of the symmetric K stored in `bordered[1:, 1:]` (S, S), for y (S,).
 
     `bordered` comes from `bordered_buffer`. On the tridiagonal route its
-    storage is released once the band is copied out, so that the
-    tridiagonal's eigenvectors (S, S) do not coexist with it; the tensor is
-    empty afterwards. `force_eigh` takes the eigh route even where the
-    tridiagonal one is available (for comparisons).
+    storage is released once the band is copied out, and the tensor is empty
+    afterwards. `force_eigh` takes the eigh route even where the tridiagonal
+    one is available, for comparisons.
     """
     size = bordered.shape[0] - 1
     y_t = torch.as_tensor(np.asarray(y, dtype=np.float64))
@@ -124,7 +123,7 @@ def _eigh_spectrum(K: torch.Tensor, y: torch.Tensor) -> WeightedSpectrum:
 
 
 def _write_border(bordered: torch.Tensor, y: torch.Tensor) -> None:
-    """Put y in row and column 0.
+    """Write y into row and column 0.
 
     Its scale does not matter: the reflectors and rotations that move y
     only combine entries of column 0 with each other, so their round-off is
@@ -136,9 +135,9 @@ def _write_border(bordered: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def _reduce_to_band(A: torch.Tensor, band: int) -> None:
-    """Overwrite the lower triangle of the symmetric A (n, n) with that of Qᵀ A Q, of half-width `band`; Q e₀ = e₀.
+    """Overwrite the lower triangle of the symmetric A (n, n) with that of Qᵀ A Q, of half-width `band`, where Q e₀ = e₀.
 
-    Only the lower triangle is read and kept up to date: the stage streams
+    Only the lower triangle is read and kept up to date. The stage streams
     the trailing matrix twice per panel and is bound by memory traffic, so
     halving the entries it touches is most of its speed.
 
@@ -165,15 +164,15 @@ def _reduce_to_band(A: torch.Tensor, band: int) -> None:
         _lower_rank_update(trailing, torch.cat([V, W], dim=1), torch.cat([W, V], dim=1))
 
 
-# Rows per block in the lower-triangle products: a (128, n) float64 block of
-# the trailing matrix stays in a 32 MiB cache for its second use up to
-# n ≈ 30,000; 128 was fastest at n = 6,000 (4.9 s against 5.1 s at 256 and
-# 6.7 s for full-matrix products).
+# Rows per block in the lower-triangle products. A (128, n) float64 block is
+# 31 MB at n = 30,000, so it should still be in this machine's 32 MiB L3 cache
+# for its second use (an estimate, not measured). At n = 6,000, 128 was the
+# fastest: 4.9 s against 5.1 s at 256 and 6.7 s for full-matrix products.
 ROW_BLOCK = 128
 
 
 def _symmetric_times(S: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
-    """S Y for symmetric S (m, m) of which only the lower triangle is valid; Y (m, w)."""
+    """Return S Y for a symmetric S (m, m) whose lower triangle alone is valid, and Y (m, w)."""
     m = S.shape[0]
     X = torch.zeros(m, Y.shape[1], dtype=S.dtype)
     for i0 in range(0, m, ROW_BLOCK):
@@ -188,7 +187,7 @@ def _symmetric_times(S: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
 
 
 def _lower_rank_update(S: torch.Tensor, L: torch.Tensor, R: torch.Tensor) -> None:
-    """S −= L Rᵀ on the lower triangle of S (m, m), block row by block row (diagonal blocks whole)."""
+    """Subtract L Rᵀ from the lower triangle of S (m, m), one block of rows at a time, diagonal blocks whole."""
     m = S.shape[0]
     for i0 in range(0, m, ROW_BLOCK):
         i1 = min(i0 + ROW_BLOCK, m)
@@ -196,7 +195,7 @@ def _lower_rank_update(S: torch.Tensor, L: torch.Tensor, R: torch.Tensor) -> Non
 
 
 def _block_reflector_factor(V: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """Upper triangular T (b, b) with H₁ H₂ … H_b = I − V T Vᵀ for H_i = I − τ_i v_i v_iᵀ (LAPACK's dlarft)."""
+    """Return the upper triangular T (b, b) with H₁ H₂ … H_b = I − V T Vᵀ for H_i = I − τ_i v_i v_iᵀ, as LAPACK's dlarft does."""
     width = tau.shape[0]
     T = torch.zeros(width, width, dtype=V.dtype)
     gram = V.T @ V
@@ -208,7 +207,7 @@ def _block_reflector_factor(V: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
 
 
 def _band_to_tridiagonal(A: torch.Tensor, band: int) -> tuple[np.ndarray, np.ndarray]:
-    """Diagonal (n,) and off-diagonal (n − 1,) of the tridiagonal form of the banded symmetric A (n, n).
+    """Return the diagonal (n,) and off-diagonal (n − 1,) of the tridiagonal form of the banded symmetric A (n, n).
 
     dsbtrd's plane rotations for the first column act on rows 1 … b and
     below, never on row 0, so index 0 stays fixed through this stage too.
@@ -233,7 +232,7 @@ def _band_to_tridiagonal(A: torch.Tensor, band: int) -> tuple[np.ndarray, np.nda
 
 
 def _tridiagonal_first_components(diagonal: np.ndarray, off_diagonal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) of a symmetric tridiagonal matrix and the first components of its unit eigenvectors."""
+    """Return the eigenvalues (ascending) of a symmetric tridiagonal matrix and the first components of its unit eigenvectors."""
     eigenvalues, first_row, converged = _implicit_ql_first_row(diagonal, off_diagonal, QL_MAX_SWEEPS)
     if not converged:
         # LAPACK's MRRR forms all eigenvectors (S², memory and time) but
@@ -244,17 +243,17 @@ def _tridiagonal_first_components(diagonal: np.ndarray, off_diagonal: np.ndarray
     return eigenvalues[order], first_row[order]
 
 
-# QL sweeps allowed per eigenvalue; two or three are typical, EISPACK allows 30.
+# QL sweeps allowed per eigenvalue before the LAPACK fallback. EISPACK's tql2 allows 30.
 QL_MAX_SWEEPS = 60
 
 
 @numba.njit(cache=True)
 def _implicit_ql_first_row(diagonal, off_diagonal, max_sweeps):  # pragma: no cover - compiled
-    """Implicit QL with Wilkinson shifts on a symmetric tridiagonal matrix, tracking only row 0 of the eigenvectors.
+    """Run implicit QL with Wilkinson shifts on a symmetric tridiagonal matrix, tracking only row 0 of the eigenvectors.
 
     LAPACK's tridiagonal solvers form every eigenvector (S² numbers) when
-    asked for any; Gauss quadrature (Golub and Welsch) needs only their first
-    components. The rotations are those of EISPACK's tql2, applied to one
+    any is requested. Gauss quadrature (Golub and Welsch) needs only their
+    first components. The rotations are those of EISPACK's tql2, applied to one
     row instead of S. Returns (eigenvalues unsorted, first components,
     converged).
     """

@@ -31,5 +31,5 @@ def output_path(value: str | Path | None) -> Path | None:
     if value is None or isinstance(value, Path):
         return value
     if not value.strip():
-        raise typer.BadParameter("the path is empty; name a folder or file, e.g. advisor-report")
+        raise typer.BadParameter("the path is empty. Name a folder or file, for example advisor-report.")
     return Path(value)

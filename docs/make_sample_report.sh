@@ -9,8 +9,8 @@ DATA="${MNIST_DIR:-../shared/datasets/mnist-t10k}"
 OUT="docs/sample-report"
 ADVISOR="${ADVISOR:-advisor}"
 
-# On two CPU cores this run took 8 minutes (most of it training and the EE
-# certificate on 8,000 images); with other jobs running it took 12.
+# On two CPU cores this run took 8 minutes, most of it training and the EE
+# certificate on 8,000 images. With other jobs running it took 12.
 rm -rf "$OUT"
 # shellcheck disable=SC2086 # ADVISOR may hold a command with arguments
 $ADVISOR check --data "mnist:$DATA" --max-samples 128 --epochs 4 --explore-epochs 2 \

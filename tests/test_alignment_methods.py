@@ -82,7 +82,7 @@ def test_gram_plan_respects_budget():
     assert roomy.jacobian_chunk_computations == roomy.n_chunks
 
 
-def test_gram_plan_bounds_blocks_of_factored_rows():
+def test_plan_bounds_factored_blocks():
     # The digits MLP keeps every layer factored: about 1,100 values per row,
     # so 256 MiB of rows would be all 1,797 examples, and one Gram block
     # (17,970 x 17,970) with its product temporary would take 5.2 GB.
@@ -218,7 +218,7 @@ def test_verdict_calls_lsqr_rho_a_bound():
     assert "more rows" not in text
 
 
-def test_bound_only_misalignment_gives_no_architecture_advice():
+def test_bound_gives_no_architecture_advice():
     from advisor.report import AlignmentPoint, StructureSection
     from advisor.verdict import make_recommendations, make_verdict
 
@@ -299,14 +299,14 @@ def test_lsqr_float32_products_resolve_no_small_eps():
     assert any(point.resolved for point in measured.curve if point.eps >= FLOAT32_EPS_FLOOR)
 
 
-def test_small_estimates_are_not_printed_as_zero():
+def test_small_estimate_in_mib():
     from advisor.engine import format_bytes
 
     assert format_bytes(4.27e6) == "4.1 MiB"
     assert format_bytes(1.08 * 2**30) == "1.08 GiB"
 
 
-def test_resolved_eps_does_not_skip_a_wide_bracket():
+def test_resolved_eps_skips_no_bracket():
     from advisor.alignment import CurvePoint
     from advisor.matrix_free import contiguous_resolved_eps
 

@@ -27,7 +27,7 @@ def test_schema_into_closed_pipe():
     assert "BrokenPipeError" not in stderr
 
 
-def test_check_into_closed_pipe_still_writes_the_report(tmp_path):
+def test_check_closed_pipe_writes_report(tmp_path):
     model = write_model_file(tmp_path)
     out = tmp_path / "report"
 

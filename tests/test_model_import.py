@@ -363,7 +363,7 @@ def test_cli_rejects_untrusted_pickle(tmp_path):
     assert not out.exists()
 
 
-def test_output_size_fix_depends_on_the_model_kind(tmp_path):
+def test_output_size_fix_per_kind(tmp_path):
     from advisor.models.registry import check_output_shape
 
     path = export(SmallMLP(), tmp_path / "mlp.onnx", (1, 8, 8), 13)
@@ -382,7 +382,7 @@ def test_output_size_fix_depends_on_the_model_kind(tmp_path):
     assert "--model-arg num_classes=4" in str(built_error.value)
 
 
-def test_forward_failure_names_the_shape_once():
+def test_forward_failure_shape_once():
     from advisor.models.registry import check_output_shape
 
     loaded = build_model(None, input_shape=(1, 8, 8), n_outputs=10, model_args={})

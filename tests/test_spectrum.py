@@ -45,8 +45,8 @@ def test_matches_float64_svd(rows, rank):
     # on the rest: the null space of a rank-deficient K has repeated zero
     # eigenvalues, so only its total weight is defined.
     cutoff = lam_max * rows * np.finfo(np.float64).eps
-    kept = spectrum.weights[spectrum.eigenvalues > cutoff].sum()
-    assert kept == pytest.approx(reference[s**2 > cutoff].sum(), abs=1e-10 * (y @ y))
+    weight_above_cutoff = spectrum.weights[spectrum.eigenvalues > cutoff].sum()
+    assert weight_above_cutoff == pytest.approx(reference[s**2 > cutoff].sum(), abs=1e-10 * (y @ y))
     assert spectrum.weights.sum() == pytest.approx(y @ y, rel=1e-12)
 
 
@@ -61,8 +61,8 @@ def test_matches_eigh_route():
     np.testing.assert_allclose(fast.weights, reference.weights, rtol=0, atol=1e-9 * (y @ y))
 
 
-def test_repeated_eigenvalues_split_the_krylov_space():
-    # Four distinct eigenvalues with multiplicities 20 to 40: the Krylov
+def test_repeated_eigenvalues_split_krylov():
+    # Four distinct eigenvalues with multiplicities 10 to 40: the Krylov
     # space of y has dimension 4, so the Lanczos matrix splits into blocks,
     # and all but the first must carry zero weight.
     values = np.repeat([1.0, 2.0, 3.0, 5.0], [20, 30, 10, 40])
